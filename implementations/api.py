@@ -1,0 +1,203 @@
+"""The common surface every implementation offers, and the checks done once at its boundary.
+
+Each framework module (``torch_impl``, ``keras_impl``, ``jax_impl``) defines ``Runner``, a
+subclass of :class:`Runner` built from canonical :class:`~implementations.weights.Weights`:
+
+* ``forward(x, initial_state=None, return_sequences=True, go_backwards=False) -> ForwardResult``
+* ``value_and_grad(x, probe, initial_state=None, go_backwards=False) -> GradResult``
+* ``export_weights() -> Weights``
+* ``device`` (a string such as ``"cpu"`` or ``"cuda:0"``)
+
+Data at the boundary is NumPy, channels-last: inputs ``(B, T, *S, C)``, outputs
+``(B, T, *S', F)`` (or ``(B, *S', F)`` without ``return_sequences``), states ``(B, *S', F)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .spec import StackSpec
+from .weights import Weights
+
+DTYPES = ("float32", "float64")
+
+
+class InputError(ValueError):
+    """A runtime input (frames, initial state, dtype) does not fit the model."""
+
+
+@dataclasses.dataclass
+class ForwardResult:
+    """``outputs``: last layer's h sequence (or last step). ``h[i]``, ``c[i]``: final states of layer i."""
+
+    outputs: np.ndarray
+    h: list[np.ndarray]
+    c: list[np.ndarray]
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Flat name -> array view, the names used in parity failure messages and CLI output."""
+        out = {"outputs": self.outputs}
+        out.update({f"h/{i}": v for i, v in enumerate(self.h)})
+        out.update({f"c/{i}": v for i, v in enumerate(self.c)})
+        return out
+
+
+@dataclasses.dataclass
+class LossProbe:
+    """A fixed linear functional of the outputs, used as the scalar loss for gradient checks.
+
+    ``loss = sum(outputs * gy) + sum_i sum(h[i] * gh[i]) + sum_i sum(c[i] * gc[i])`` over the full
+    output sequence and every layer's final states, so every weight and every step is exercised.
+    """
+
+    gy: np.ndarray
+    gh: list[np.ndarray]
+    gc: list[np.ndarray]
+
+    @classmethod
+    def random(cls, spec: StackSpec, input_shape: Sequence[int], seed: int = 1234) -> LossProbe:
+        rng = np.random.default_rng(seed)
+        b, _t, *spatial, _c = input_shape
+        states = spec.state_spatials(spatial)
+        gy = rng.standard_normal(spec.output_shape(input_shape))
+        gh = [rng.standard_normal((b, *s, layer.filters)) for s, layer in zip(states, spec.layers)]
+        gc = [rng.standard_normal((b, *s, layer.filters)) for s, layer in zip(states, spec.layers)]
+        return cls(gy, gh, gc)
+
+    def astype(self, dtype: Any) -> LossProbe:
+        return LossProbe(
+            self.gy.astype(dtype), [g.astype(dtype) for g in self.gh], [g.astype(dtype) for g in self.gc]
+        )
+
+    def value(self, result: ForwardResult) -> float:
+        total = float(np.sum(result.outputs * self.gy))
+        total += sum(float(np.sum(h * g)) for h, g in zip(result.h, self.gh))
+        total += sum(float(np.sum(c * g)) for c, g in zip(result.c, self.gc))
+        return total
+
+
+@dataclasses.dataclass
+class GradResult:
+    """``loss``: the probe's value. ``grads``: canonical weight key -> gradient, plus ``"input"``."""
+
+    loss: float
+    grads: dict[str, np.ndarray]
+
+
+def check_dtype(dtype: Any) -> str:
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise InputError(f"dtype: expected one of {DTYPES}, found {dtype!r}")
+    return name
+
+
+def check_input(
+    weights: Weights, x: Any, dtype: str, *, check_finite: bool = False
+) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """Validate frames ``x`` (B, T, *S, C) against the model; return them as ``dtype`` and C-contiguous.
+
+    Returns the array and the state spatial shape of every layer. NaN/Inf in the input propagate
+    like any value unless ``check_finite`` is set, in which case they raise.
+    """
+    spec = weights.spec
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"input: expected a NumPy array, found {type(x).__name__}")
+    want_rank = spec.rank + 3
+    if x.ndim != want_rank:
+        raise InputError(
+            f"input: expected rank {want_rank} (B, T, {', '.join('S' * spec.rank)}, C), found shape {x.shape}"
+        )
+    if x.dtype.kind != "f":
+        raise InputError(f"input: expected a floating dtype (float16/32/64), found {x.dtype}")
+    if x.shape[-1] != spec.input_channels:
+        raise InputError(f"input: expected {spec.input_channels} channels (last axis), found {x.shape[-1]}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise InputError(f"input: batch and time must be >= 1, found shape {x.shape}")
+    try:
+        states = spec.state_spatials(x.shape[2:-1])
+    except ValueError as exc:
+        raise InputError(f"input: {exc}") from None
+    for i, fixed in enumerate(weights.state_spatials()):
+        if fixed is not None and fixed != states[i]:
+            raise InputError(
+                f"input: layer {i} has 'full' peepholes for a {fixed} state, but frames of spatial shape "
+                f"{tuple(x.shape[2:-1])} give a {states[i]} state"
+            )
+    if check_finite and not np.all(np.isfinite(x)):
+        raise InputError("input: expected finite values, found NaN/Inf")
+    return np.ascontiguousarray(x, dtype=dtype), states
+
+
+def check_initial_state(
+    weights: Weights, initial_state: Any, batch: int, states: list[tuple[int, ...]], dtype: str
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Validate ``initial_state``: one ``(h0, c0)`` pair per layer, each (B, *S'_i, F_i)."""
+    if initial_state is None:
+        return None
+    spec = weights.spec
+    if len(initial_state) != len(spec.layers):
+        raise InputError(
+            f"initial_state: expected one (h, c) pair per layer ({len(spec.layers)}), found {len(initial_state)}"
+        )
+    out = []
+    for i, (pair, spatial, layer) in enumerate(zip(initial_state, states, spec.layers)):
+        if len(pair) != 2:
+            raise InputError(f"initial_state[{i}]: expected an (h, c) pair, found {len(pair)} items")
+        want = (batch, *spatial, layer.filters)
+        checked = []
+        for name, arr in zip("hc", pair):
+            arr = np.asarray(arr)
+            if arr.shape != want:
+                raise InputError(f"initial_state[{i}].{name}: expected shape {want}, found {arr.shape}")
+            if arr.dtype.kind != "f":
+                raise InputError(f"initial_state[{i}].{name}: expected a floating dtype, found {arr.dtype}")
+            checked.append(np.ascontiguousarray(arr, dtype=dtype))
+        out.append((checked[0], checked[1]))
+    return out
+
+
+def select_output(sequence: np.ndarray, return_sequences: bool) -> np.ndarray:
+    """The last layer's output: the whole sequence, or its last step (in processing order)."""
+    return sequence if return_sequences else sequence[:, -1]
+
+
+class Runner:
+    """Base class of the per-framework runners (see the module docstring for the contract)."""
+
+    framework: str = "?"
+
+    def __init__(self, weights: Weights, *, dtype: str = "float32", device: str | None = None) -> None:
+        self.weights = weights
+        self.dtype = check_dtype(dtype)
+        self.requested_device = device
+
+    @property
+    def device(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x: np.ndarray,
+        *,
+        initial_state: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+        return_sequences: bool = True,
+        go_backwards: bool = False,
+    ) -> ForwardResult:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def value_and_grad(
+        self,
+        x: np.ndarray,
+        probe: LossProbe,
+        *,
+        initial_state: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+        go_backwards: bool = False,
+    ) -> GradResult:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def export_weights(self) -> Weights:  # pragma: no cover - overridden
+        raise NotImplementedError
