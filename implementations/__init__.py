@@ -13,7 +13,7 @@ import importlib.util
 from typing import TYPE_CHECKING
 
 from .spec import LayerSpec, SpecError, StackSpec, stack_from_dict
-from .weights import Weights, WeightFileError, init_weights, load, random_weights, save
+from .weights import WeightFileError, Weights, init_weights, load, random_weights, save
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Runner

@@ -135,14 +135,16 @@ def directional_derivative(
 ) -> float:
     """Central finite difference of the loss along ``direction`` in weight ``key`` (or ``"input"``)."""
 
+    kwargs = {"initial_state": initial_state, "go_backwards": go_backwards}
+
     def at(sign: float) -> float:
         if key == "input":
-            return loss(weights, x + sign * eps * direction, probe, initial_state=initial_state, go_backwards=go_backwards)
+            return loss(weights, x + sign * eps * direction, probe, **kwargs)
         arrays = {k: v.astype(np.float64) for k, v in weights.arrays.items()}
         if key not in arrays:
             raise InputError(f"no weight named {key!r}")
         arrays[key] = arrays[key] + sign * eps * direction
         w = Weights(weights.spec, arrays, weights.meta_extra)
-        return loss(w, x, probe, initial_state=initial_state, go_backwards=go_backwards)
+        return loss(w, x, probe, **kwargs)
 
     return (at(1.0) - at(-1.0)) / (2 * eps)

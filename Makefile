@@ -1,0 +1,45 @@
+# convlstm-bench: `make test` and `make bench` set everything up from a fresh clone.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+# Benchmark profile: quick (default, ~10 min on 2 cores) or full.
+PROFILE ?= quick
+PYTEST := $(BIN)/python -m pytest parity_tests -q
+
+.PHONY: setup test test-fast bench report lint lock clean
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0])'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -r requirements/lock.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(STAMP)
+
+# The whole suite with Keras on TensorFlow, then the Keras tests again on its JAX and torch backends.
+test: setup
+	$(PYTEST)
+	KERAS_BACKEND=jax $(PYTEST) -m keras
+	KERAS_BACKEND=torch $(PYTEST) -m keras
+
+# One pass, default Keras backend only.
+test-fast: setup
+	$(PYTEST) -x
+
+bench: setup
+	BENCH_PROFILE=$(PROFILE) $(BIN)/python -m benchmarks.run_profile
+
+lint: setup
+	$(BIN)/ruff check implementations parity_tests benchmarks reports
+
+# Regenerate the exact pins from the current .venv.
+lock:
+	$(PIP) freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements/lock.txt.new
+	{ echo "# Exact pins for the CPU test/bench environment (Python 3.11). Regenerate: make lock"; cat requirements/lock.txt.new; } > requirements/lock.txt
+	rm requirements/lock.txt.new
+
+clean:
+	rm -rf $(VENV) .asv reports/results reports/html reports/parity
