@@ -3,6 +3,7 @@
     convlstm-bench init (--config SPEC.json | --preset NAME) --seed N -o W.npz [--dtype float32]
     convlstm-bench run --framework {torch,keras,jax} --weights W.npz --input X.npy -o OUT.npz [--dtype ...]
     convlstm-bench parity --weights W.npz --input X.npy
+    convlstm-bench convert SRC -o DST [--from FMT] [--to FMT] [--input-spatial N ...] [--flax-use-bias BOOL]
 
 Errors in the user's files or arguments print one ``error:`` line and exit with status 2; a parity
 failure exits with status 1.
@@ -21,6 +22,7 @@ import numpy as np
 from . import FRAMEWORKS, FrameworkUnavailable, get_runner
 from . import reference as ref
 from .api import DTYPES, ForwardResult, InputError
+from .interop import FORMATS, convert
 from .spec import SpecError, stack_from_dict
 from .tolerances import compare, tolerance
 from .weights import WeightFileError, atomic_write, init_weights, load, save
@@ -112,6 +114,20 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    weights, src_fmt, dst_fmt = convert(
+        args.src,
+        args.output,
+        src_format=args.from_format,
+        dst_format=args.to_format,
+        input_spatial=tuple(args.input_spatial) if args.input_spatial else None,
+        flax_use_bias=None if args.flax_use_bias is None else args.flax_use_bias == "true",
+    )
+    print(f"wrote {args.output} ({dst_fmt}) from {args.src} ({src_fmt}): {len(weights.spec.layers)} layer(s), "
+          f"{weights.dtype}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convlstm-bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frameworks", nargs="+", choices=sorted(FRAMEWORKS))
     p.add_argument("--go-backwards", action="store_true")
     p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("convert", help="convert weights between ours (npz), Keras, tf.keras .h5, flax and PyTorch")
+    p.add_argument("src", help="the file to read")
+    p.add_argument("-o", "--output", required=True, help="the file to write (atomically)")
+    p.add_argument("--from", dest="from_format", choices=sorted(FORMATS), help="source format (default: extension)")
+    p.add_argument("--to", dest="to_format", choices=sorted(FORMATS), help="target format (default: extension)")
+    p.add_argument("--input-spatial", type=int, nargs="+", help="frame size, required by --to keras (static shapes)")
+    p.add_argument("--flax-use-bias", choices=("true", "false"), help="--to flax: cells with/without bias "
+                   "(default: as the weights' use_bias)")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 
