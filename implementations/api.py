@@ -106,6 +106,8 @@ def check_input(
     spec = weights.spec
     if not isinstance(x, np.ndarray):
         raise InputError(f"input: expected a NumPy array, found {type(x).__name__}")
+    if isinstance(x, np.ma.MaskedArray):
+        raise InputError("input: expected a plain NumPy array, found a masked array (its mask would be ignored)")
     want_rank = spec.rank + 3
     if x.ndim != want_rank:
         raise InputError(

@@ -214,6 +214,15 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.n
         raise WeightFileError(f"{path}: entry '{key}' is corrupt: {type(exc).__name__}: {exc}") from None
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing duplicate keys: JSON readers disagree on which value wins."""
+    keys = [k for k, _ in pairs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise WeightFileError(f"meta: duplicate JSON key(s) {dupes}: expected each key once in an object")
+    return dict(pairs)
+
+
 def load(path: str | os.PathLike) -> Weights:
     """Load and validate a weight file. Raises :class:`WeightFileError` on any problem."""
     path = Path(path)
@@ -221,7 +230,7 @@ def load(path: str | os.PathLike) -> Weights:
         raise WeightFileError(f"{path}: no such file")
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, OSError, EOFError, NotImplementedError (damaged version)
         raise WeightFileError(f"{path}: expected a .npz (zip) weight file, found an unreadable file ({exc})") from None
     with zf:
         infos = zf.infolist()
@@ -245,9 +254,13 @@ def load(path: str | os.PathLike) -> Weights:
                 f"{path}: meta: expected a 0-d unicode array, found dtype {meta_arr.dtype} shape {meta_arr.shape}"
             )
         try:
-            meta = json.loads(str(meta_arr))
+            meta = json.loads(str(meta_arr), object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise WeightFileError(f"{path}: meta: expected JSON, found unparsable text ({exc})") from None
+        except RecursionError:
+            raise WeightFileError(f"{path}: meta: expected JSON, found nesting too deep to parse") from None
+        except WeightFileError as exc:
+            raise WeightFileError(f"{path}: {exc}") from None
         try:
             spec, extra = parse_meta(meta)
         except WeightFileError as exc:

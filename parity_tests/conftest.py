@@ -23,6 +23,9 @@ FRAMEWORKS = list(implementations.FRAMEWORKS)
 ROOT = Path(__file__).resolve().parent.parent
 _RUNNERS: dict[tuple, Any] = {}
 _RECORDS: list[dict[str, Any]] = []
+#: Lines (or callables returning one, evaluated at the end) printed in the terminal summary: counts of generated
+#: cases, measured error growth ... that a pass/fail line does not show.
+SUMMARY: list[Any] = []
 
 
 def framework_label(framework: str) -> str:
@@ -105,6 +108,22 @@ def assert_all_close(
             f"{framework_label(framework)} vs {other} / case {case} / {what} / {dtype} "
             f"(atol {tol.atol:g}, rtol {tol.rtol:g}: {tol.reason}):\n  {lines}"
         )
+
+
+def write_json_report(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``reports/parity/<name>-<KERAS_BACKEND>.json`` atomically; returns its path."""
+    label = os.environ.get("KERAS_BACKEND", "tensorflow")
+    out = ROOT / "reports" / "parity" / f"{name}-{label}.json"
+    data = json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "keras_backend": label,
+                       "machine": platform.platform(), **payload}, indent=1).encode()
+    return atomic_write(out, lambda fh: fh.write(data))
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if SUMMARY:
+        terminalreporter.section("convlstm-bench measurements")
+        for line in SUMMARY:
+            terminalreporter.write_line(line() if callable(line) else str(line))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

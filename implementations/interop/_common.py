@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +26,15 @@ class ConversionError(WeightFileError):
 
 def fail(where: str, message: str) -> NoReturn:
     raise ConversionError(f"{where}: {message}" if where else message)
+
+
+def layer_spec(where: str, *args: Any, **kwargs: Any) -> LayerSpec:
+    """``LayerSpec(*args, **kwargs)`` for a spec read off array shapes; an invalid one (0 filters, a kernel axis
+    of size 0 ...) raises ConversionError naming ``where``."""
+    try:
+        return LayerSpec(*args, **kwargs)
+    except SpecError as exc:
+        fail(where, str(exc))
 
 
 def prefixed(path: str | os.PathLike, fn: Any, *args: Any) -> Any:
@@ -47,22 +57,22 @@ def require(module: str, fmt: str) -> Any:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temp path beside ``path`` (ending in ``suffix``) for a writer that needs a name; on success
-    fsync it and rename it over ``path``, on failure remove it. Readers never see a partial file.
+    """Yield a temp path (ending in ``suffix``) for a writer that needs a name; on success fsync it and rename it
+    over ``path``, on failure remove it. Readers never see a partial file. The temp file lives in a hidden temp
+    folder beside ``path`` (``.<name>.XXXX.tmp/``), so even one left by a killed process never matches a
+    ``*<suffix>`` glob of the target's folder.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = folder / f"partial{suffix}"
     try:
-        yield Path(tmp)
+        yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def reorder_gates(array: np.ndarray, src: str, dst: str, axis: int = -1) -> np.ndarray:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import GATE_ORDER, LayerSpec
+from ..spec import GATE_ORDER
 from ..weights import Weights, atomic_write
 from ._common import (
     as_float_array,
@@ -41,6 +41,7 @@ from ._common import (
     check_stride1_same_cell,
     fail,
     gate_slice,
+    layer_spec,
     prefixed,
     reorder_gates,
     require,
@@ -183,7 +184,7 @@ def from_flax(params: Any) -> Weights:
             "recurrent_kernel": reorder_gates(recurrent, FLAX_ORDER, GATE_ORDER),
             "bias": reorder_gates(bias, FLAX_ORDER, GATE_ORDER),
         }
-        entries.append((where, LayerSpec(f, tuple(int(k) for k in ksize)), arrays))
+        entries.append((where, layer_spec(where, f, tuple(int(k) for k in ksize)), arrays))
     return stack_weights(entries, "flax params")
 
 

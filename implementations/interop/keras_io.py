@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,30 @@ import numpy as np
 
 from ..spec import LayerSpec, SpecError
 from ..weights import Weights
-from ._common import as_float_array, atomic_path, fail, prefixed, refuse_peepholes, require, stack_weights
+from ._common import (
+    ConversionError,
+    as_float_array,
+    atomic_path,
+    fail,
+    prefixed,
+    refuse_peepholes,
+    require,
+    stack_weights,
+)
+from .isolated import parse_isolated
 
 #: Keras class name -> spatial rank.
 KERAS_CLASSES = {"ConvLSTM1D": 1, "ConvLSTM2D": 2, "ConvLSTM3D": 3}
 _ACTIVATIONS = {"tanh": "tanh", "relu": "relu", "linear": "linear"}
 _WEIGHT_NAMES = ("kernel", "recurrent_kernel", "bias")
+#: Layer-config keys that change the computation: required rather than defaulted.
+_REQUIRED_CONFIG = ("filters", "kernel_size", "strides", "padding", "dilation_rate", "activation",
+                    "recurrent_activation", "use_bias", "go_backwards")
+#: Decompression-bomb guards: an .h5 weight may expand to at most this multiple of its stored bytes (plus 1 MiB);
+#: a .keras member to at most ``KERAS_MAX_EXPANSION`` times its compressed size (plus 1 MiB). Keras stores both
+#: uncompressed, so real files expand by a factor of 1.
+H5_MAX_EXPANSION = KERAS_MAX_EXPANSION = 100
+H5_SMALL_BYTES = KERAS_SMALL_BYTES = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,6 +78,12 @@ def layer_spec_from_keras_config(
     constraints, stateful, unroll) and ``data_format`` (the weights do not depend on it) are ignored.
     """
     rank = KERAS_CLASSES[class_name]
+    if not isinstance(config, Mapping):
+        fail(where, f"layer config: expected a JSON object, found {type(config).__name__}")
+    absent = [key for key in _REQUIRED_CONFIG if key not in config]
+    if absent:
+        fail(where, f"layer config lacks {absent}: every Keras 2/3 ConvLSTM config records them, and a default in "
+                    "their place could compute a different function (a damaged or hand-edited file?)")
     if config.get("go_backwards"):
         fail(
             where,
@@ -239,6 +264,21 @@ def to_keras(weights: Weights, input_spatial: Sequence[int], *, return_sequences
 # .keras files
 # ---------------------------------------------------------------------------------------------
 
+def _check_keras_archive(path: Path) -> None:
+    """Refuse, from the zip headers alone, members that would expand far beyond their stored size (zip bombs):
+    Keras reads config.json whole into memory."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, OSError, EOFError ...
+        fail(str(path), f"cannot be loaded as a Keras 3 model: not a readable zip ({type(exc).__name__}: {exc})")
+    for info in infos:
+        if info.file_size > KERAS_MAX_EXPANSION * info.compress_size + KERAS_SMALL_BYTES:
+            fail(str(path), f"member {info.filename!r} declares {info.file_size} bytes but stores "
+                            f"{info.compress_size}: refusing to expand it (more than {KERAS_MAX_EXPANSION}x; Keras "
+                            "stores members uncompressed)")
+
+
 def read_keras_file(path: str | os.PathLike) -> Weights:
     """Canonical Weights from a Keras 3 ``.keras`` file holding a plain stack of ConvLSTM layers.
 
@@ -249,6 +289,7 @@ def read_keras_file(path: str | os.PathLike) -> Weights:
         fail(str(path), "no such file")
     if path.suffix != ".keras":
         fail(str(path), "a Keras 3 model file must end in .keras (keras.saving.load_model needs the extension)")
+    _check_keras_archive(path)
     keras = require("keras", "keras")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -290,12 +331,15 @@ def _h5_attr_list(group: Any, name: str) -> list[str]:
     return out
 
 
-def _keras_major(version: str | None) -> int:
-    """Major Keras version from a file's ``keras_version`` attribute; absent means the Keras 2 era."""
+def _keras_major(version: str | None, where: str = "") -> int:
+    """Major Keras version from a file's ``keras_version`` attribute; absent means the Keras 2 era. An unreadable
+    version is refused: it decides what 'hard_sigmoid' means."""
+    if version is None:
+        return 2
     try:
         return int(str(version).split(".")[0])
     except ValueError:
-        return 2
+        fail(where, f"keras_version: expected a version such as '2.15.0', found {version!r}")
 
 
 def _inbound_sources(node: Any) -> list[tuple[str, int, int]] | None:
@@ -366,6 +410,14 @@ def _layers_from_model_config(config: Any, where: str) -> list[tuple[str, str, M
     return [(name, cls, cfg) for name, cls, cfg, _ in layers]
 
 
+def _standard_float(dataset: Any) -> bool:
+    """Whether an HDF5 float dataset uses a standard IEEE layout (a damaged exponent bias would rescale values)."""
+    from h5py import h5t
+
+    tid = dataset.id.get_type()
+    return any(tid.equal(getattr(h5t, f"IEEE_F{bits}{order}")) for bits in (16, 32, 64) for order in ("LE", "BE"))
+
+
 def _h5_layer_arrays(model_weights: Any, name: str, where: str) -> dict[str, np.ndarray]:
     if name not in model_weights:
         fail(where, f"no weights group 'model_weights/{name}'")
@@ -377,7 +429,15 @@ def _h5_layer_arrays(model_weights: Any, name: str, where: str) -> dict[str, np.
             fail(where, f"unexpected weight {weight_name!r}: expected kernel, recurrent_kernel and bias")
         if weight_name not in group:
             fail(where, f"weight {weight_name!r} is listed but missing from the file")
-        arrays[short] = as_float_array(group[weight_name][()], f"{where}: {weight_name}")
+        dataset = group[weight_name]
+        if dataset.dtype.kind == "f" and not _standard_float(dataset):
+            fail(where, f"weight {weight_name!r} is stored as a non-IEEE float type (damaged datatype?): expected "
+                        "IEEE float16/32/64")
+        declared, stored = dataset.size * dataset.dtype.itemsize, dataset.id.get_storage_size()
+        if declared > H5_MAX_EXPANSION * stored + H5_SMALL_BYTES:
+            fail(where, f"weight {weight_name!r} declares {declared} bytes but stores {stored}: refusing to expand "
+                        f"it (more than {H5_MAX_EXPANSION}x its stored size; Keras writes weights uncompressed)")
+        arrays[short] = as_float_array(dataset[()], f"{where}: {weight_name}")
     for required in ("kernel", "recurrent_kernel"):
         if required not in arrays:
             fail(where, f"missing weight {required!r}")
@@ -392,32 +452,60 @@ def read_keras2_h5(path: str | os.PathLike) -> Weights:
     Keras >= 3 (which writes the same legacy layout) -> ``'hard_sigmoid'``. A weights-only ``.h5`` is refused:
     it does not record strides, padding or activations.
     """
-    h5py = require("h5py", "keras2-h5")
+    require("h5py", "keras2-h5")
     path = Path(path)
     if not path.is_file():
         fail(str(path), "no such file")
+    # libhdf5 can segfault or hang on a damaged file: parse it in a forked child (see interop/isolated.py).
+    return parse_isolated(f"{__name__}:_parse_keras2_h5", path, H5_READ_TIMEOUT_S, preload=("h5py",))
+
+
+#: Seconds the isolated reader may take to parse an .h5 before the file is refused (libhdf5 can loop forever on
+#: some damaged files).
+H5_READ_TIMEOUT_S = 120.0
+
+
+def _parse_keras2_h5(path: Path) -> Weights:
+    """The whole parse of :func:`read_keras2_h5`, run in the isolated reader's child process."""
+    return stack_weights(_read_keras2_file(path), str(path))
+
+
+def _read_keras2_file(path: Path) -> list[tuple[str, LayerSpec, dict[str, np.ndarray]]]:
+    """The (where, spec, arrays) of every layer; any h5py/HDF5 error becomes a ConversionError."""
+    import h5py
+
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
         fail(str(path), f"expected a legacy Keras .h5 model file, found an unreadable file ({exc})")
-    with handle as f:
-        raw = f.attrs.get("model_config")
-        if raw is None:
-            fail(str(path), "no 'model_config' attribute: a weights-only .h5 (save_weights) does not record the "
-                            "layers' strides, padding or activations; save the whole model (model.save('m.h5'))")
-        try:
-            config = json.loads(_text(raw))
-        except json.JSONDecodeError as exc:
-            fail(str(path), f"model_config: expected JSON, found unparsable text ({exc})")
-        if "model_weights" not in f:
-            fail(str(path), "no 'model_weights' group: not a Keras model file")
-        weights_group = f["model_weights"]
-        version = f.attrs.get("keras_version", weights_group.attrs.get("keras_version"))
-        major = _keras_major(_text(version) if version is not None else None)
-        layers = _layers_from_model_config(config, str(path))
-        entries = []
-        for i, (name, cls, cfg) in enumerate(layers):
-            where = f"{path}: layer {i} ({name!r})"
-            spec = layer_spec_from_keras_config(cfg, cls, where, keras_major=major, last=i == len(layers) - 1)
-            entries.append((where, spec, _h5_layer_arrays(weights_group, name, where)))
-    return stack_weights(entries, str(path))
+    try:
+        with handle as f:
+            return _read_keras2_entries(f, path)
+    except ConversionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - h5py/HDF5 raise KeyError, RuntimeError, OSError ... on damaged files
+        fail(str(path), f"is a damaged .h5 file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+
+
+def _read_keras2_entries(f: Any, path: Path) -> list[tuple[str, LayerSpec, dict[str, np.ndarray]]]:
+    """The (where, spec, arrays) of every layer of an open legacy .h5 model file."""
+    raw = f.attrs.get("model_config")
+    if raw is None:
+        fail(str(path), "no 'model_config' attribute: a weights-only .h5 (save_weights) does not record the "
+                        "layers' strides, padding or activations; save the whole model (model.save('m.h5'))")
+    try:
+        config = json.loads(_text(raw))
+    except json.JSONDecodeError as exc:
+        fail(str(path), f"model_config: expected JSON, found unparsable text ({exc})")
+    if "model_weights" not in f:
+        fail(str(path), "no 'model_weights' group: not a Keras model file")
+    weights_group = f["model_weights"]
+    version = f.attrs.get("keras_version", weights_group.attrs.get("keras_version"))
+    major = _keras_major(_text(version) if version is not None else None, str(path))
+    layers = _layers_from_model_config(config, str(path))
+    entries = []
+    for i, (name, cls, cfg) in enumerate(layers):
+        where = f"{path}: layer {i} ({name!r})"
+        spec = layer_spec_from_keras_config(cfg, cls, where, keras_major=major, last=i == len(layers) - 1)
+        entries.append((where, spec, _h5_layer_arrays(weights_group, name, where)))
+    return entries

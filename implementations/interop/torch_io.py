@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..spec import GATE_ORDER, LayerSpec
+from ..spec import GATE_ORDER
 from ..weights import Weights, atomic_write
 from ._common import (
+    ConversionError,
     as_float_array,
     check_shape,
     check_stride1_same_cell,
     fail,
+    layer_spec,
     prefixed,
     reorder_gates,
     require,
@@ -118,8 +121,32 @@ def from_torch_fused(state_dict: Mapping[str, Any]) -> Weights:
             bias = as_float_array(group["bias"], f"{where}.bias")
             check_shape(f"{where}.bias", bias, (f4,))
             arrays["bias"] = reorder_gates(bias, FUSED_ORDER, GATE_ORDER)
-        entries.append((where, LayerSpec(f, ksize, use_bias="bias" in group), arrays))
+        entries.append((where, layer_spec(where, f, ksize, use_bias="bias" in group), arrays))
     return stack_weights(entries, "state dict")
+
+
+def _check_zip_integrity(path: Path) -> None:
+    """Verify the CRC-32 of every member of a zip-format ``.pt`` (torch.load does not check them, so a damaged
+    tensor would load silently), and refuse members declaring more bytes than the file holds (torch stores
+    members uncompressed). Legacy non-zip ``.pt`` files carry no checksum and are left to torch.load."""
+    size = path.stat().st_size
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.external_attr & 0x10 or info.is_dir():  # torch's reader then returns garbage for it
+                    fail(str(path), f"member {info.filename!r} is marked as a directory: the file is damaged")
+                if info.file_size > size:
+                    fail(str(path), f"member {info.filename!r} declares {info.file_size} bytes, expected at most "
+                                    f"the file size ({size}): a torch.save archive stores its members uncompressed")
+            bad = zf.testzip()
+    except ConversionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile raises BadZipFile, OSError, EOFError, zlib.error ...
+        fail(str(path), f"is a damaged zip archive ({type(exc).__name__}: {exc})")
+    if bad is not None:
+        fail(str(path), f"member {bad!r} fails its CRC-32 check: the file is damaged")
 
 
 def read_torch_fused_file(path: str | os.PathLike) -> Weights:
@@ -128,6 +155,7 @@ def read_torch_fused_file(path: str | os.PathLike) -> Weights:
     path = Path(path)
     if not path.is_file():
         fail(str(path), "no such file")
+    _check_zip_integrity(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types (UnpicklingError, RuntimeError ...)
