@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 PROFILE ?= quick
 PYTEST := $(BIN)/python -m pytest parity_tests -q
 
-.PHONY: setup test test-fast bench report lint lock clean
+.PHONY: setup test test-fast bench bench-full report lint lock clean
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0])'
@@ -29,8 +29,17 @@ test: setup
 test-fast: setup
 	$(PYTEST) -x
 
+# asv over the benchmark grid (benchmarks/README.md): results in reports/asv/, filed under git HEAD.
 bench: setup
 	BENCH_PROFILE=$(PROFILE) $(BIN)/python -m benchmarks.run_profile
+
+# Every workload, mode, dtype and variant: hours on a 2-core CPU.
+bench-full: setup
+	BENCH_PROFILE=full $(BIN)/python -m benchmarks.run_profile
+
+# The self-contained HTML report from reports/asv/ (asv results, environment.json) and reports/parity/.
+report: setup
+	$(BIN)/convlstm-bench report --results reports/asv/results --parity reports/parity -o reports/html/index.html
 
 lint: setup
 	$(BIN)/ruff check implementations parity_tests benchmarks reports
@@ -42,4 +51,4 @@ lock:
 	rm requirements/lock.txt.new
 
 clean:
-	rm -rf $(VENV) .asv reports/results reports/html reports/parity
+	rm -rf $(VENV) .asv reports/asv reports/results reports/html reports/parity

@@ -4,6 +4,7 @@
     convlstm-bench run --framework {torch,keras,jax} --weights W.npz --input X.npy -o OUT.npz [--dtype ...]
     convlstm-bench parity --weights W.npz --input X.npy
     convlstm-bench convert SRC -o DST [--from FMT] [--to FMT] [--input-spatial N ...] [--flax-use-bias BOOL]
+    convlstm-bench report [--results DIR] [--parity DIR] [--environment FILE] [--machine NAME] [-o OUT.html]
 
 Errors in the user's files or arguments print one ``error:`` line and exit with status 2; a parity
 failure exits with status 1.
@@ -128,6 +129,28 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reports_module():
+    """The ``reports`` package (framework-free): installed with the project, or beside ``implementations`` in a
+    checkout whose editable install predates it."""
+    try:
+        from reports import build
+    except ImportError:
+        root = Path(__file__).resolve().parent.parent
+        if not (root / "reports" / "build.py").is_file():
+            raise CliError("the reports package is not installed (pip install -e . from the repository)") from None
+        sys.path.insert(0, str(root))
+        from reports import build
+    return build
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    build = _reports_module()
+    out = build.build_report(args.results, args.parity, args.output, env_file=args.environment,
+                             machine=args.machine)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB): open it in a browser (self-contained, works offline)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convlstm-bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flax-use-bias", choices=("true", "false"), help="--to flax: cells with/without bias "
                    "(default: as the weights' use_bias)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("report", help="build the self-contained HTML report from asv results and parity records")
+    p.add_argument("--results", default="reports/asv/results", help="asv results directory (default: %(default)s)")
+    p.add_argument("--parity", default="reports/parity", help="parity records directory (default: %(default)s)")
+    p.add_argument("--environment", help="benchmark environment JSON (default: <results>/../environment.json)")
+    p.add_argument("--machine", help="asv machine to report (default: the one with the newest results)")
+    p.add_argument("-o", "--output", default="reports/html/index.html", help="HTML file, written atomically "
+                   "(default: %(default)s)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

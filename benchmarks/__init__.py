@@ -1,0 +1,6 @@
+"""asv benchmark suite of convlstm-bench (see benchmarks/README.md).
+
+Nothing in this package imports a deep-learning framework at module level: asv imports every module of
+the package to discover the benchmarks, and one missing framework would otherwise stop the discovery of the
+whole suite. Frameworks are imported in ``setup`` (through :mod:`benchmarks.adapters`).
+"""

@@ -1,0 +1,270 @@
+"""PyTorch adapter: ``torch`` (our module, eager), ``torch-compile`` (the same under torch.compile) and
+``torch-fused`` (a fused-conv peer module defined here, loaded with :func:`implementations.interop.to_torch_fused`).
+
+Data are channels-first inside (inputs (B, T, C, *S), outputs (B, T, F, *S')), converted once in ``build``.
+float32 convolutions and matmuls run in full fp32 on CUDA (TF32 off), as in the parity tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import common
+
+VARIANTS = ("torch", "torch-compile", "torch-fused")
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def import_framework(variant: str) -> Any:
+    """Import what ``variant`` needs (the import-only memory baseline) and select its device."""
+    import torch
+
+    _select(torch)
+    return torch
+
+
+def device_candidates(torch: Any) -> list[common.DeviceCandidate]:
+    """CUDA devices (ROCm builds expose theirs as cuda too) followed by the CPU."""
+    out = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            out.append(common.DeviceCandidate("gpu", f"cuda:{i}", str(torch.cuda.get_device_name(i)), f"cuda:{i}"))
+    out.append(common.DeviceCandidate("cpu", "cpu", common.cpu_name(), "cpu"))
+    return out
+
+
+def _select(torch: Any) -> common.DeviceCandidate:
+    choice = common.choose_device(device_candidates(torch), common.device_override())
+    if choice.kind == "gpu":
+        # Full fp32 for float32 (the parity setting), instead of PyTorch's TF32 default for cuDNN convs.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return choice
+
+
+def make_train_step(torch: Any, forward: Any, parameters: Any, x: Any, target: Any, lr: float) -> Any:
+    """One SGD step on MSE(forward(x), target); returns ``step() -> (loss, outputs)`` (both detached).
+
+    Shared by every torch variant (the compiled one passes its compiled forward).
+    """
+    optimizer = torch.optim.SGD(list(parameters), lr=lr)
+
+    def step() -> tuple[Any, Any]:
+        optimizer.zero_grad(set_to_none=True)
+        out = forward(x)
+        loss = torch.mean((out.float() - target) ** 2)
+        loss.backward()
+        optimizer.step()
+        return loss.detach(), out.detach()
+
+    return step
+
+
+def fused_module(torch: Any, spec: Any) -> Any:
+    """The peer: one Conv2d per layer over cat([x, h]) giving the gates i, f, o, g (its state dict layout is
+    ``cell_list.{i}.conv.{weight,bias}``, what interop.to_torch_fused writes). Input (B, T, C, H, W)."""
+    nn = torch.nn
+
+    class Cell(nn.Module):
+        def __init__(self, cin: int, f: int, k: tuple[int, ...], bias: bool) -> None:
+            super().__init__()
+            self.f = f
+            self.conv = nn.Conv2d(cin + f, 4 * f, k, padding=tuple(n // 2 for n in k), bias=bias)
+
+        def forward(self, x: Any, h: Any, c: Any) -> tuple[Any, Any]:
+            i, f, o, g = torch.split(self.conv(torch.cat([x, h], dim=1)), self.f, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(c), c
+
+    class FusedConvLSTM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell_list = nn.ModuleList(
+                Cell(spec.layer_input_channels(i), layer.filters, layer.kernel_size, layer.use_bias)
+                for i, layer in enumerate(spec.layers)
+            )
+
+        def forward(self, x: Any) -> Any:
+            for cell in self.cell_list:
+                h = x.new_zeros(x.shape[0], cell.f, *x.shape[3:])
+                c = torch.zeros_like(h)
+                outs = []
+                for t in range(x.shape[1]):
+                    h, c = cell(x[:, t], h, c)
+                    outs.append(h)
+                x = torch.stack(outs, dim=1)
+            return x
+
+    return FusedConvLSTM()
+
+
+class TorchModel(common.Model):
+    framework = "torch"
+
+    def __init__(self, workload: Any, variant: str, dtype: str, weights: Any, x: np.ndarray, target: np.ndarray):
+        import torch
+
+        from implementations import torch_impl
+
+        if variant not in VARIANTS:
+            raise ValueError(f"not a torch variant: {variant!r}")
+        self.torch = torch
+        self.variant = variant
+        self.dtype = dtype
+        choice = _select(torch)
+        self._device = torch.device(choice.handle)
+        self.device, self.device_kind, self.device_name = choice.id, choice.kind, choice.name
+        tdtype = getattr(torch, DTYPES[dtype])
+        self._tdtype = tdtype
+        if dtype != "float32":
+            _probe_dtype(torch, self._device, tdtype)
+        spec = weights.spec
+        if variant == "torch-fused":
+            if spec.rank != 2:
+                raise NotImplementedError("the fused peer module is 2-D only")
+            module = fused_module(torch, spec)
+            from implementations.interop import to_torch_fused
+
+            module.load_state_dict(to_torch_fused(weights))
+            module = module.to(device=self._device, dtype=tdtype)
+            self._call = module
+        else:
+            # Built in float32, then cast: the module's initialiser (QR) has no half-precision CPU kernel.
+            module = torch_impl.ConvLSTM.from_weights(weights, dtype=torch.float32, device=self._device)
+            module = module.to(dtype=tdtype)
+            self._call = lambda inp: module(inp)[0]
+        self.module = module
+        if variant == "torch-compile":
+            _cold_inductor_cache()
+            compiled = torch.compile(module)
+            self._call = lambda inp: compiled(inp)[0]
+        cf = np.ascontiguousarray(np.moveaxis(x, -1, 2))  # (B, T, *S, C) -> (B, T, C, *S)
+        self.x = torch.from_numpy(cf).to(device=self._device, dtype=tdtype)
+        tcf = np.ascontiguousarray(np.moveaxis(target, -1, 2))
+        self.target = torch.from_numpy(tcf).to(device=self._device, dtype=torch.float32)
+        self._step: Any = None
+        self._out: Any = None
+        self._loss: Any = None
+
+    def prepare(self, mode: str) -> None:
+        if mode == "train" and self._step is None:
+            # Creating the first torch optimizer imports torch._dynamo (~1.7 s): set-up, not part of a step.
+            self._step = make_train_step(
+                self.torch, self._call, self.module.parameters(), self.x, self.target, common.LEARNING_RATE
+            )
+
+    def forward(self) -> None:
+        with self.torch.no_grad():
+            self._out = self._call(self.x)
+
+    def train_step(self) -> None:
+        if self._step is None:
+            self.prepare("train")
+        self._loss, self._out = self._step()
+
+    def sync(self) -> None:
+        if self._device.type == "cuda":
+            self.torch.cuda.synchronize(self._device)
+
+    def outputs(self) -> np.ndarray:
+        out = self._out.float().cpu().numpy()
+        return np.ascontiguousarray(np.moveaxis(out, 2, -1))
+
+    def loss(self) -> float:
+        return float(self._loss.cpu())
+
+    def first_weight(self) -> np.ndarray:
+        return next(self.module.parameters()).detach().float().cpu().numpy().copy()
+
+    def device_peak_bytes(self) -> int | None:
+        if self._device.type != "cuda":
+            return None
+        return int(self.torch.cuda.max_memory_allocated(self._device))
+
+    def peak_gflops(self) -> dict[str, float]:
+        return peak_gflops(self.torch, self._device, self._tdtype, self.device_kind, self.workload_probe)
+
+    workload_probe: Any = None
+
+    def versions(self) -> dict[str, str]:
+        torch = self.torch
+        out = {"torch": torch.__version__}
+        if torch.version.cuda:
+            out["cuda"] = str(torch.version.cuda)
+            out["cudnn"] = str(torch.backends.cudnn.version())
+        return out
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "compile": self.variant == "torch-compile",
+            "compile_mode": "default (inductor)" if self.variant == "torch-compile" else None,
+            "inductor_cache": "cold (fresh TORCHINDUCTOR_CACHE_DIR)" if self.variant == "torch-compile" else None,
+            "threads": self.torch.get_num_threads(),
+            "tf32": False,
+            "optimizer": f"SGD(lr={common.LEARNING_RATE})",
+            "layout": "channels-first (B, T, C, H, W)",
+        }
+
+
+def _cold_inductor_cache() -> None:
+    """A fresh, empty inductor cache directory for this process (removed at exit), so the first call measures a
+    cold compile: inductor otherwise reuses compiled graphs from ~/.cache or /tmp across processes and runs."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="convlstm-bench-inductor-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, True)
+
+
+def _probe_dtype(torch: Any, device: Any, tdtype: Any) -> None:
+    """NotImplementedError where the device has no conv kernel for the dtype."""
+    try:
+        torch.nn.functional.conv2d(
+            torch.zeros(1, 2, 4, 4, device=device, dtype=tdtype), torch.zeros(4, 2, 3, 3, device=device, dtype=tdtype)
+        )
+    except (RuntimeError, NotImplementedError) as exc:
+        raise NotImplementedError(f"torch has no {tdtype} convolution on {device}: {exc}") from None
+
+
+def peak_gflops(torch: Any, device: Any, tdtype: Any, device_kind: str, probe: common.ConvProbe) -> dict[str, float]:
+    """The framework's own large matmul and the workload's bare gate convolution, GFLOP/s (best of a few)."""
+    n = common.matmul_size(device_kind)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=tdtype)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=tdtype)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def matmul() -> None:
+        with torch.no_grad():
+            torch.mm(a, b)
+        sync()
+
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+    fn = conv[len(probe.spatial)]
+    xi = torch.randn(probe.batch, probe.in_channels, *probe.spatial, generator=gen).to(device=device, dtype=tdtype)
+    w = torch.randn(probe.out_channels, probe.in_channels, *probe.kernel, generator=gen).to(device=device, dtype=tdtype)
+    pad = tuple(k // 2 for k in probe.kernel)
+
+    def gate_conv() -> None:
+        with torch.no_grad():
+            fn(xi, w, padding=pad)
+        sync()
+
+    return {
+        "matmul": common.best_rate(matmul, 2.0 * n**3),
+        "conv": common.best_rate(gate_conv, probe.flops),
+    }
+
+
+def build(workload: Any, variant: str, dtype: str, weights: Any, x: np.ndarray, target: np.ndarray) -> TorchModel:
+    model = TorchModel(workload, variant, dtype, weights, x, target)
+    model.workload_probe = common.conv_probe(workload, model.device_kind)
+    return model

@@ -1,0 +1,228 @@
+"""The asv benchmarks: one class per concern, all over the grid of :mod:`benchmarks.common`.
+
+``params = [variant, workload, mode, dtype]`` (fixed, whatever is installed). Combinations outside the active
+profile, unsupported by the variant, or whose framework is missing raise NotImplementedError in ``setup``
+(asv: skipped / n/a). No framework is imported at module level. See benchmarks/README.md for units.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import common
+
+_PROFILE = common.active_profile()
+
+
+class _Grid:
+    params = common.PARAMS
+    param_names = common.PARAM_NAMES
+    rounds = 1  # one process per combination and benchmark (asv < 0.5 called this `processes`)
+    timeout = _PROFILE.timeout
+
+
+# ---------------------------------------------------------------------------------------------
+# Wall clock
+# ---------------------------------------------------------------------------------------------
+
+
+class TimeStep(_Grid):
+    """Seconds per batch: one inference pass (mode ``forward``) or one training step (mode ``train``: forward,
+    MSE against a fixed target, backward, SGD update) on the workload's whole batch, synchronised inside the
+    timed call (CUDA synchronize / block_until_ready / host copy). Build, compile, verification against the
+    float64 reference and warm-up happen in ``setup``.
+
+    asv re-runs ``setup`` before every sample; :func:`common.get_case` keeps the prepared case for the life of
+    the process, so only the first ``setup`` is expensive and the model keeps training across samples.
+    """
+
+    version = "convlstm-bench-time-1"
+    number = 1
+    repeat = (_PROFILE.min_samples, _PROFILE.max_samples, _PROFILE.max_time)
+    warmup_time = 0.0  # warmed up in setup
+
+    def setup(self, variant: str, workload: str, mode: str, dtype: str) -> None:
+        self.case = common.get_case((variant, workload, mode, dtype))
+
+    def time_step(self, variant: str, workload: str, mode: str, dtype: str) -> None:
+        self.case.run()
+
+
+# ---------------------------------------------------------------------------------------------
+# Derived metrics, measured once per combination and process (see common.cached_metrics)
+# ---------------------------------------------------------------------------------------------
+
+
+def _run_directory(self: object) -> str:
+    """setup_cache shared by Metrics and DeviceMemory (same function, same asv cache key): asv runs their
+    benchmarks with this per-run temporary directory as working directory, where each combination's
+    measurements are stored by the first benchmark that needs them."""
+    return os.getcwd()
+
+
+class Metrics(_Grid):
+    """Compile time, throughput and efficiency of one combination, all measured in one process.
+
+    The first of these benchmarks to run for a combination prepares it (build, first call timed, verify,
+    warm up) and measures it in ``setup``; the others of the same asv run read the stored numbers.
+    """
+
+    version = "convlstm-bench-metrics-1"
+    setup_cache = _run_directory
+
+    def setup(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> None:
+        self.m = common.cached_metrics(run_dir, (variant, workload, mode, dtype))
+
+    def track_first_call_seconds(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> float:
+        """Seconds of the very first call on the benchmark input: tracing + compilation + one execution."""
+        return self.m["first_call_seconds"]
+
+    track_first_call_seconds.unit = "seconds"
+
+    def track_sequences_per_second(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> float:
+        """Sequences (batch elements) per second: B / median step time."""
+        return self.m["sequences_per_second"]
+
+    track_sequences_per_second.unit = "sequences/s"
+
+    def track_frames_per_second(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> float:
+        """Frames per second: B * T / median step time."""
+        return self.m["frames_per_second"]
+
+    track_frames_per_second.unit = "frames/s"
+
+    def track_achieved_gflops(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> float:
+        """GFLOP/s achieved: spec.flops(input_shape, mode) / median step time / 1e9."""
+        return self.m["achieved_gflops"]
+
+    track_achieved_gflops.unit = "GFLOP/s"
+
+    def track_peak_matmul_gflops(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> float:
+        """The framework's own n x n matmul in the same process, device and dtype (best of a few), GFLOP/s."""
+        return self.m["peak_matmul_gflops"]
+
+    track_peak_matmul_gflops.unit = "GFLOP/s"
+
+    def track_peak_conv_gflops(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> float:
+        """The framework's own bare gate-sized convolution (B*T, S', C_in+F) -> 4F, kernel k, GFLOP/s."""
+        return self.m["peak_conv_gflops"]
+
+    track_peak_conv_gflops.unit = "GFLOP/s"
+
+    def track_fraction_of_matmul_peak(
+        self, run_dir: str, variant: str, workload: str, mode: str, dtype: str
+    ) -> float:
+        """Achieved GFLOP/s / matmul peak (same process)."""
+        return self.m["fraction_of_matmul_peak"]
+
+    track_fraction_of_matmul_peak.unit = "fraction"
+
+    def track_fraction_of_conv_peak(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> float:
+        """Achieved GFLOP/s / gate-conv peak (same process)."""
+        return self.m["fraction_of_conv_peak"]
+
+    track_fraction_of_conv_peak.unit = "fraction"
+
+
+class DeviceMemory(_Grid):
+    """Peak bytes of the framework's device allocator after the measured steps (torch.cuda.max_memory_allocated,
+    jax ``memory_stats()['peak_bytes_in_use']``, tf ``get_memory_info('GPU:0')['peak']``); skipped on a CPU."""
+
+    version = "convlstm-bench-device-memory-1"
+    setup_cache = _run_directory
+
+    def setup(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> None:
+        self.m = common.cached_metrics(run_dir, (variant, workload, mode, dtype))
+        if self.m["device_peak_bytes"] is None:
+            raise NotImplementedError(f"no device allocator to read: {variant} runs on {self.m['device']}")
+
+    def track_device_peak_bytes(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> int:
+        return int(self.m["device_peak_bytes"])
+
+    track_device_peak_bytes.unit = "bytes"
+
+
+# ---------------------------------------------------------------------------------------------
+# Host memory
+# ---------------------------------------------------------------------------------------------
+
+
+class PeakMemory(_Grid):
+    """Peak resident set size (bytes) of the benchmark process after one more step: framework import, model,
+    compilation, verification and the step. Subtract ``ImportBaseline.peakmem_import`` of the same variant to
+    get what the model and its execution add."""
+
+    version = "convlstm-bench-peakmem-1"
+
+    def setup(self, variant: str, workload: str, mode: str, dtype: str) -> None:
+        # No warm-up: memory, not speed, is measured (the loss-decrease check of training runs in the
+        # TimeStep and Metrics processes of the same combination).
+        self.case = common.get_case((variant, workload, mode, dtype), warmup_calls=0)
+
+    def peakmem_step(self, variant: str, workload: str, mode: str, dtype: str) -> None:
+        self.case.run()
+
+
+class ImportBaseline:
+    """Peak RSS of a process that imports the variant's framework(s) and selects the device, and does
+    nothing else: the baseline to subtract from ``PeakMemory.peakmem_step``."""
+
+    version = "convlstm-bench-import-baseline-1"
+    params = [list(common.VARIANTS)]
+    param_names = ["variant"]
+    rounds = 1
+    timeout = 300.0
+
+    def setup(self, variant: str) -> None:
+        reason = common.variant_skip_reason(variant)
+        if reason:
+            raise NotImplementedError(reason)
+        common.get_adapter(variant).import_framework(variant)
+
+    def peakmem_import(self, variant: str) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# What the spec predicts (no framework involved)
+# ---------------------------------------------------------------------------------------------
+
+
+class SpecActivation:
+    """Activation bytes a training step keeps for the backward pass, predicted by
+    ``StackSpec.activation_bytes(input_shape, itemsize)``: the yardstick for the device peak bytes."""
+
+    version = "convlstm-bench-spec-activation-1"
+    params = [list(common.WORKLOADS), list(common.DTYPES)]
+    param_names = ["workload", "dtype"]
+    rounds = 1
+
+    def setup(self, workload: str, dtype: str) -> None:
+        reason = common.spec_skip_reason(workload=workload, dtype=dtype)
+        if reason:
+            raise NotImplementedError(reason)
+
+    def track_predicted_activation_bytes(self, workload: str, dtype: str) -> int:
+        return common.predicted_activation_bytes(workload, dtype)
+
+    track_predicted_activation_bytes.unit = "bytes"
+
+
+class SpecFlops:
+    """FLOPs of one step by the spec's convention (``StackSpec.flops``; train = 3x forward), in GFLOP."""
+
+    version = "convlstm-bench-spec-flops-1"
+    params = [list(common.WORKLOADS), list(common.MODES)]
+    param_names = ["workload", "mode"]
+    rounds = 1
+
+    def setup(self, workload: str, mode: str) -> None:
+        reason = common.spec_skip_reason(workload=workload, mode=mode)
+        if reason:
+            raise NotImplementedError(reason)
+
+    def track_spec_gflop(self, workload: str, mode: str) -> float:
+        wl = common.get_workload(workload)
+        return wl.spec.flops(wl.input_shape, mode) / 1e9
+
+    track_spec_gflop.unit = "GFLOP"

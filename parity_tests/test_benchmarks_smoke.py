@@ -1,0 +1,398 @@
+"""Smoke tests of the asv suite (benchmarks/): discovery, profiles, device choice, skips, one real run per framework.
+
+Nothing here is timed or compared with a timing: the real runs call ``setup`` and the benchmark methods directly,
+each framework in its own fresh interpreter (as asv runs them), on the ``tiny`` workload.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import common  # noqa: E402
+from benchmarks.adapters import jax as jax_adapter  # noqa: E402
+from benchmarks.adapters import keras as keras_adapter  # noqa: E402
+from benchmarks.adapters import torch as torch_adapter  # noqa: E402
+
+FRAMEWORK_MODULES = ("torch", "tensorflow", "jax", "keras", "flax", "optax")
+EXPECTED_BENCHMARKS = {
+    "TimeStep.time_step",
+    "Metrics.track_first_call_seconds",
+    "Metrics.track_sequences_per_second",
+    "Metrics.track_frames_per_second",
+    "Metrics.track_achieved_gflops",
+    "Metrics.track_peak_matmul_gflops",
+    "Metrics.track_peak_conv_gflops",
+    "Metrics.track_fraction_of_matmul_peak",
+    "Metrics.track_fraction_of_conv_peak",
+    "DeviceMemory.track_device_peak_bytes",
+    "PeakMemory.peakmem_step",
+    "ImportBaseline.peakmem_import",
+    "SpecActivation.track_predicted_activation_bytes",
+    "SpecFlops.track_spec_gflop",
+}
+
+
+def _python(code: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_") and k != "KERAS_BACKEND"}
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery
+# ---------------------------------------------------------------------------------------------
+
+DISCOVER = """
+    import importlib, inspect, json, pkgutil, re, sys
+    BLOCK = {block!r}
+    for name in BLOCK:
+        sys.modules[name] = None  # any import of it now raises ImportError
+    import benchmarks
+    found, modules = {{}}, []
+    def walk(name):
+        module = importlib.import_module(name)
+        modules.append(name)
+        for _, sub, _ in pkgutil.iter_modules(getattr(module, "__path__", []), name + "."):
+            walk(sub)
+        for cname, cls in vars(module).items():
+            if inspect.isclass(cls) and cls.__module__ == module.__name__:
+                for mname in dir(cls):
+                    if re.match(r"(time|track|peakmem|mem|timeraw)_", mname):
+                        method = getattr(cls, mname)
+                        found[cname + "." + mname] = dict(
+                            params=getattr(cls, "params", None), names=getattr(cls, "param_names", None),
+                            version=getattr(cls, "version", None), unit=getattr(method, "unit", None))
+    walk("benchmarks")
+    loaded = sorted(m for m in {frameworks!r} if sys.modules.get(m) is not None)
+    print(json.dumps(dict(found=found, modules=modules, loaded=loaded)))
+"""
+
+
+@pytest.mark.parametrize("block", [(), FRAMEWORK_MODULES], ids=["installed", "all-frameworks-blocked"])
+def test_discovery_imports_no_framework(block):
+    """asv imports every module of the suite; none may import a framework (or need one to be importable)."""
+    proc = _python(DISCOVER.format(block=block, frameworks=FRAMEWORK_MODULES))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert data["loaded"] == []
+    assert {"benchmarks.common", "benchmarks.bench_convlstm", "benchmarks.run_profile"} <= set(data["modules"])
+    found = data["found"]
+    assert EXPECTED_BENCHMARKS <= set(found), sorted(EXPECTED_BENCHMARKS - set(found))
+    for name, info in found.items():
+        assert info["version"], f"{name} has no explicit version"
+        if name.split(".")[0] in ("TimeStep", "Metrics", "DeviceMemory", "PeakMemory"):
+            assert info["params"] == common.PARAMS and info["names"] == common.PARAM_NAMES, name
+        if ".track_" in name:
+            assert info["unit"], f"{name} has no unit"
+
+
+def test_asv_check_discovers_the_suite():
+    """``asv check`` with the existing environment: discovery and benchmark signatures."""
+    conf = str(ROOT / "asv.conf.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "asv", "check", "--config", conf, "-E", f"existing:{sys.executable}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_asv_conf():
+    conf = json.loads((ROOT / "asv.conf.json").read_text())
+    assert conf["environment_type"] == "existing" and conf["branches"] == ["main"] and conf["repo"] == "."
+    assert conf["benchmark_dir"] == "benchmarks" and conf["launch_method"] == "spawn"
+    assert conf["results_dir"] == "reports/asv/results" and conf["html_dir"] == "reports/asv/html"
+    venv = json.loads((ROOT / "asv.virtualenv.conf.json").read_text())
+    assert venv["environment_type"] == "virtualenv" and len(venv["matrix"]["req"]["torch"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles
+# ---------------------------------------------------------------------------------------------
+
+
+def test_quick_and_full_profiles():
+    quick = common.active_profile({"BENCH_PROFILE": "quick"})
+    full = common.active_profile({"BENCH_PROFILE": "full"})
+    assert common.active_profile({}) == quick
+    assert {c[1] for c in quick.combos} == {"tiny", "radar"}
+    assert {c[2] for c in quick.combos} == {"forward", "train"}
+    assert {c[3] for c in quick.combos} == {"float32"}
+    roles = {common.VARIANT_TABLE[c[0]].role for c in quick.combos}
+    assert {"ours", "peer"} <= roles
+    assert quick.combos <= full.combos
+    assert {c[1] for c in full.combos} == set(common.WORKLOADS)
+    assert {c[0] for c in full.combos} == set(common.VARIANTS)
+    assert ("torch", "moving_mnist", "train", "bfloat16") in full.combos
+    assert not any(c[3] != "float32" and common.VARIANT_TABLE[c[0]].role == "peer" for c in full.combos)
+    with pytest.raises(ValueError, match="BENCH_PROFILE"):
+        common.active_profile({"BENCH_PROFILE": "fast"})
+
+
+def test_profile_filters_and_skip_reasons():
+    env = {"BENCH_PROFILE": "full", "BENCH_WORKLOADS": "moving_mnist", "BENCH_VARIANTS": "torch,jax"}
+    narrowed = common.active_profile(env)
+    assert narrowed.combos and all(c[1] == "moving_mnist" and c[0] in ("torch", "jax") for c in narrowed.combos)
+    with pytest.raises(ValueError, match="BENCH_VARIANTS"):
+        common.active_profile({"BENCH_VARIANTS": "torch,tensorflow"})
+    borrowed = common.active_profile({"BENCH_PROFILE": "full", "BENCH_TIMING": "quick"})
+    assert borrowed.combos == common.PROFILES["full"].combos
+    quick_ = common.PROFILES["quick"]
+    assert (borrowed.min_samples, borrowed.max_time) == (quick_.min_samples, quick_.max_time)
+    quick = common.active_profile({"BENCH_PROFILE": "quick"})
+    assert "not in the 'quick' profile" in common.skip_reason(("torch", "moving_mnist", "train", "float32"), quick)
+    assert "float32 only" in common.skip_reason(("torch-fused", "tiny", "forward", "bfloat16"), quick)
+    assert common.skip_reason(("torch", "tiny", "forward", "float32"), quick) is None
+    # The benchmarks' setup turns a reason into NotImplementedError, before importing anything.
+    with pytest.raises(NotImplementedError, match="profile"):
+        common.prepare_case("torch", "moving_mnist", "train", "float32", profile=quick)
+
+
+def _asv_name(bench: str, params: tuple[str, ...]) -> str:
+    """The name asv matches ``--bench`` against for one parameter combination (asv.benchmarks.Benchmarks)."""
+    return f"{bench}({', '.join(repr(p) for p in params)})"
+
+
+@pytest.mark.parametrize("name", ["quick", "full"])
+def test_asv_regexes_select_exactly_the_profile(name):
+    profile = common.active_profile({"BENCH_PROFILE": name})
+    regexes = common.asv_regexes(profile)
+
+    def selected(full_name: str) -> bool:
+        return any(re.search(r, full_name) for r in regexes)
+
+    for combo in itertools.product(*common.PARAMS):
+        for bench in ("bench_convlstm.TimeStep.time_step", "bench_convlstm.Metrics.track_frames_per_second"):
+            assert selected(_asv_name(bench, combo)) == (combo in profile.combos), combo
+    variants = {c[0] for c in profile.combos}
+    for v in common.VARIANTS:
+        assert selected(_asv_name("bench_convlstm.ImportBaseline.peakmem_import", (v,))) == (v in variants)
+    pairs = {(c[1], c[3]) for c in profile.combos}
+    for w, d in itertools.product(common.WORKLOADS, common.DTYPES):
+        name_ = _asv_name("bench_convlstm.SpecActivation.track_predicted_activation_bytes", (w, d))
+        assert selected(name_) == ((w, d) in pairs)
+    only = common.asv_regexes(profile, "TimeStep")
+    combo = sorted(profile.combos)[0]
+    assert any(re.search(r, _asv_name("bench_convlstm.TimeStep.time_step", combo)) for r in only)
+    assert not any(re.search(r, _asv_name("bench_convlstm.Metrics.track_frames_per_second", combo)) for r in only)
+    assert not any(re.search(r, _asv_name("bench_convlstm.ImportBaseline.peakmem_import", combo[:1])) for r in only)
+
+
+# ---------------------------------------------------------------------------------------------
+# Device selection, with fake frameworks (no GPU here)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_choose_device():
+    cpu = common.DeviceCandidate("cpu", "cpu", "Some CPU")
+    gpu0 = common.DeviceCandidate("gpu", "cuda:0", "Fake H100")
+    gpu1 = common.DeviceCandidate("gpu", "cuda:1", "Fake H100")
+    assert common.choose_device([cpu]) is cpu
+    assert common.choose_device([gpu0, gpu1, cpu]) is gpu0
+    assert common.choose_device([cpu, gpu1]) is gpu1  # a GPU wins wherever the framework lists it
+    assert common.choose_device([gpu0, cpu], "cpu") is cpu
+    assert common.choose_device([gpu0, cpu], "GPU") is gpu0
+    with pytest.raises(NotImplementedError, match="no GPU"):
+        common.choose_device([cpu], "gpu")
+    with pytest.raises(ValueError, match="BENCH_DEVICE"):
+        common.choose_device([cpu], "tpu7")
+
+
+def _fake_torch(n_gpus: int) -> types.SimpleNamespace:
+    cuda = types.SimpleNamespace(
+        is_available=lambda: n_gpus > 0, device_count=lambda: n_gpus, get_device_name=lambda i: f"Fake GPU {i}"
+    )
+    return types.SimpleNamespace(cuda=cuda)
+
+
+class _FakeJaxDevice:
+    def __init__(self, platform: str, id: int, kind: str) -> None:
+        self.platform, self.id, self.device_kind = platform, id, kind
+
+
+def _fake_jax(gpus: int) -> types.SimpleNamespace:
+    cpu = [_FakeJaxDevice("cpu", 0, "cpu")]
+    accel = [_FakeJaxDevice("gpu", i, "Fake H100") for i in range(gpus)]
+
+    def devices(backend=None):
+        return cpu if backend == "cpu" else (accel or cpu)
+
+    return types.SimpleNamespace(devices=devices)
+
+
+def _fake_tf(gpus: int) -> types.SimpleNamespace:
+    physical = [f"/physical_device:GPU:{i}" for i in range(gpus)]
+    experimental = types.SimpleNamespace(get_device_details=lambda d: {"device_name": "Fake A100"})
+    config = types.SimpleNamespace(
+        list_physical_devices=lambda kind: physical if kind == "GPU" else [],
+        list_logical_devices=lambda kind: [f"/device:GPU:{i}" for i in range(gpus)] if kind == "GPU" else [],
+        experimental=experimental,
+    )
+    return types.SimpleNamespace(config=config)
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_adapters_pick_the_gpu_when_present(gpus):
+    picks = {
+        "torch": common.choose_device(torch_adapter.device_candidates(_fake_torch(gpus))),
+        "jax": common.choose_device(jax_adapter.device_candidates(_fake_jax(gpus))),
+        "keras-tf": common.choose_device(keras_adapter.device_candidates("tensorflow", _fake_tf(gpus))),
+        "keras-jax": common.choose_device(keras_adapter.device_candidates("jax", _fake_jax(gpus))),
+        "keras-torch": common.choose_device(keras_adapter.device_candidates("torch", _fake_torch(gpus))),
+    }
+    want = {
+        "torch": ("cuda:0", "Fake GPU 0") if gpus else ("cpu", common.cpu_name()),
+        "jax": ("gpu:0", "Fake H100") if gpus else ("cpu:0", common.cpu_name()),
+        "keras-tf": ("gpu:0", "Fake A100") if gpus else ("cpu:0", common.cpu_name()),
+        "keras-jax": ("gpu:0", "Fake H100") if gpus else ("cpu:0", common.cpu_name()),
+        # Not "cpu:0": keras 3.15's torch backend makes non-leaf variables under keras.device("cpu:0").
+        "keras-torch": ("cuda:0", "Fake GPU 0") if gpus else ("cpu", common.cpu_name()),
+    }
+    for key, choice in picks.items():
+        assert (choice.id, choice.name) == want[key], key
+        assert choice.kind == ("gpu" if gpus else "cpu")
+
+
+def test_keras_refuses_a_process_running_another_backend(monkeypatch):
+    fake = types.SimpleNamespace(backend=types.SimpleNamespace(backend=lambda: "jax"))
+    monkeypatch.setitem(sys.modules, "keras", fake)
+    assert keras_adapter.import_keras("jax") is fake
+    with pytest.raises(RuntimeError, match="fresh process|own process"):
+        keras_adapter.import_keras("tensorflow")
+
+
+# ---------------------------------------------------------------------------------------------
+# Missing frameworks -> NotImplementedError (asv: skipped), the rest of the suite unaffected
+# ---------------------------------------------------------------------------------------------
+
+MISSING = """
+    import json, sys
+    sys.modules["torch"] = None          # torch "not installed" (find_spec and import both fail)
+    from benchmarks import bench_convlstm as b
+    out = {{}}
+    for cls, args in [(b.TimeStep, ("torch", "tiny", "forward", "float32")),
+                      (b.PeakMemory, ("torch-fused", "tiny", "train", "float32")),
+                      (b.ImportBaseline, ("torch",))]:
+        try:
+            cls().setup(*args)
+            out[cls.__name__] = "ran"
+        except NotImplementedError as exc:
+            out[cls.__name__] = str(exc)
+    try:
+        b.Metrics().setup({run_dir!r}, "torch", "tiny", "train", "float32")
+    except NotImplementedError as exc:
+        out["Metrics"] = str(exc)
+    out["loaded"] = sorted(m for m in ("tensorflow", "jax", "keras") if m in sys.modules)
+    print(json.dumps(out))
+"""
+
+
+def test_missing_framework_skips(tmp_path):
+    proc = _python(MISSING.format(run_dir=str(tmp_path)), {"BENCH_PROFILE": "quick"})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in ("TimeStep", "PeakMemory", "ImportBaseline", "Metrics"):
+        assert "not installed" in out[name], (name, out[name])
+    assert out["loaded"] == []
+
+
+def test_import_failure_at_build_is_a_skip(monkeypatch):
+    """A framework that is installed but fails to import also skips (not an error)."""
+
+    class Broken:
+        @staticmethod
+        def build(*args, **kwargs):
+            raise ImportError("libcudart.so.12: cannot open shared object file")
+
+    monkeypatch.setattr(common, "get_adapter", lambda variant: Broken)
+    quick = common.active_profile({"BENCH_PROFILE": "quick"})
+    with pytest.raises(NotImplementedError, match="import failed"):
+        common.prepare_case("torch", "tiny", "forward", "float32", profile=quick, record=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# One real run per framework, ours and its peer, on tiny (fresh interpreter each, like asv)
+# ---------------------------------------------------------------------------------------------
+
+REAL_RUN = """
+    import json, math, os, sys
+    from benchmarks import bench_convlstm as b, common
+    ours, peer, run_dir = {ours!r}, {peer!r}, {run_dir!r}
+    out = {{}}
+    for variant in (ours, peer):
+        for mode in ("forward", "train"):
+            combo = (variant, "tiny", mode, "float32")
+            t = b.TimeStep(); t.setup(*combo); t.setup(*combo)   # asv re-runs setup before each sample
+            t.time_step(*combo)
+            out["/".join(combo)] = dict(verify=t.case.verify, first=t.case.first_call_seconds)
+    combo = (ours, "tiny", "train", "float32")
+    m = b.Metrics(); m.setup(run_dir, *combo)
+    tracks = {{name: getattr(m, name)(run_dir, *combo) for name in dir(m) if name.startswith("track_")}}
+    d = b.DeviceMemory()
+    try:
+        d.setup(run_dir, *combo); device_bytes = d.track_device_peak_bytes(run_dir, *combo)
+    except NotImplementedError as exc:
+        device_bytes = "skip: " + str(exc)
+    p = b.PeakMemory(); p.setup(peer, "tiny", "train", "float32"); p.peakmem_step(peer, "tiny", "train", "float32")
+    i = b.ImportBaseline(); i.setup(ours); i.peakmem_import(ours)
+    env = json.load(open(os.environ["BENCH_ENV_FILE"]))
+    print(json.dumps(dict(cases=out, tracks=tracks, device_bytes=device_bytes, env_cases=sorted(env["cases"]),
+                          env_variant=env["variants"][ours])))
+"""
+
+FAMILIES = [("torch", "torch-fused", "torch"), ("keras-tf-xla", "keras-builtin", "keras"), ("jax", "flax-linen", "jax")]
+
+
+@pytest.mark.parametrize(("ours", "peer", "framework"), FAMILIES, ids=[f[2] for f in FAMILIES])
+def test_real_run_on_tiny(tmp_path, ours, peer, framework):
+    missing = common.missing_packages(ours) + common.missing_packages(peer)
+    if missing:
+        pytest.skip(f"{framework}: {missing} not installed")
+    env_file = tmp_path / "environment.json"
+    env = {"BENCH_PROFILE": "quick", "BENCH_ENV_FILE": str(env_file), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = _python(REAL_RUN.format(ours=ours, peer=peer, run_dir=str(tmp_path)), env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(data["cases"]) == 4
+    for key, case in data["cases"].items():
+        assert case["verify"]["max_abs_err"] <= case["verify"]["atol"], key
+        assert case["first"] > 0
+        if key.endswith("/train/float32"):
+            assert case["verify"]["loss_rel_err"] <= common.LOSS_RTOL["float32"]
+            assert case["verify"]["loss_after_warmup"] <= case["verify"]["loss"] * (1 + common.LOSS_RTOL["float32"])
+    tracks = data["tracks"]
+    assert set(tracks) == {n.split(".")[1] for n in EXPECTED_BENCHMARKS if n.startswith("Metrics.")}
+    assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in tracks.values()), tracks
+    wl = common.get_workload("tiny")
+    assert tracks["track_frames_per_second"] == pytest.approx(tracks["track_sequences_per_second"] * wl.steps)
+    assert tracks["track_fraction_of_conv_peak"] == pytest.approx(
+        tracks["track_achieved_gflops"] / tracks["track_peak_conv_gflops"]
+    )
+    assert str(data["device_bytes"]).startswith("skip:") or data["device_bytes"] > 0
+    assert f"{ours}/tiny/forward/float32" in data["env_cases"] and f"{peer}/tiny/train/float32" in data["env_cases"]
+    assert data["env_variant"]["device"] and data["env_variant"]["versions"]
+
