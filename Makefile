@@ -20,10 +20,13 @@ $(STAMP): requirements/lock.txt pyproject.toml
 setup: $(STAMP)
 
 # The whole suite with Keras on TensorFlow, then the Keras tests again on its JAX and torch backends.
+# Each run leaves JUnit XML in reports/junit/; the last line adds them up.
 test: setup
-	$(PYTEST)
-	KERAS_BACKEND=jax $(PYTEST) -m keras
-	KERAS_BACKEND=torch $(PYTEST) -m keras
+	rm -rf reports/junit
+	$(PYTEST) --junitxml=reports/junit/keras-tensorflow.xml
+	KERAS_BACKEND=jax $(PYTEST) -m keras --junitxml=reports/junit/keras-jax.xml
+	KERAS_BACKEND=torch $(PYTEST) -m keras --junitxml=reports/junit/keras-torch.xml
+	@$(BIN)/python -m parity_tests.totals reports/junit/*.xml
 
 # One pass, default Keras backend only.
 test-fast: setup
@@ -51,4 +54,4 @@ lock:
 	rm requirements/lock.txt.new
 
 clean:
-	rm -rf $(VENV) .asv reports/asv reports/results reports/html reports/parity
+	rm -rf $(VENV) .asv reports/asv reports/results reports/html reports/parity reports/junit
