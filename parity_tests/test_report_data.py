@@ -202,6 +202,8 @@ def test_parity_ratio_edge_cases():
     assert parity_data.ratio({"max_abs": 1.0, "bound": 0.0, "passed": False}) == math.inf
     assert parity_data.ratio({"max_abs": None, "bound": 1.0, "passed": None}) is None
     assert render.ratio_color(2.0)[0] == render.ratio_color(math.inf)[0] != render.ratio_color(0.5)[0]
+    # an exact match (error 0) is coloured as the widest margin, not as "at the tolerance"
+    assert render.ratio_color(0.0)[0] == render.ratio_color(1e-9)[0] != render.ratio_color(1.0)[0]
 
 
 def test_real_parity_files_load_if_present():

@@ -395,7 +395,7 @@ def ratio_color(r: float | None) -> tuple[str, str]:
         return "#eef0f3", "#6b7280"
     if not math.isfinite(r) or r > 1:
         return "#dc2626", "#ffffff"
-    t = 1.0 if r <= 0 else min(1.0, max(0.0, (math.log10(max(r, 1e-12)) + 6) / 6))
+    t = 0.0 if r <= 0 else min(1.0, max(0.0, (math.log10(r) + 6) / 6))  # 0 = exact: the greenest
     hue = 135 - 95 * t
     light = 84 - 14 * t
     return f"hsl({hue:.0f},62%,{light:.0f}%)", "#111827"
