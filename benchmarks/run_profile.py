@@ -132,22 +132,28 @@ def summary_table(results: dict[str, dict[tuple[str, ...], Any]]) -> str:
             continue
         b = num(base.get((key[0],)))
         r = num(rss.get(key))
+        sq = num(seqs.get(key))
+        batch = common.get_workload(key[1]).batch if key[1] in common.WORKLOADS else None
         rows.append(
             [
                 key[1], key[2], key[3], key[0],
                 f"{t * 1e3:.2f}",
-                _fmt(num(seqs.get(key)), "{:.1f}"),
+                _fmt(batch / sq * 1e3 if sq and batch else None, "{:.2f}"),
+                _fmt(sq, "{:.1f}"),
                 _fmt(num(frac.get(key)), "{:.3f}"),
                 _fmt(num(first.get(key)), "{:.2f}"),
                 _fmt(r / 2**20 if r else None, "{:.0f}"),
                 _fmt((r - b) / 2**20 if r and b else None, "{:.0f}"),
             ]
         )  # fmt: skip
-    head = ["workload", "mode", "dtype", "variant", "ms/step", "seq/s", "frac conv peak", "first call s",
-            "RSS MiB", "RSS-import MiB"]  # fmt: skip
+    head = ["workload", "mode", "dtype", "variant", "ms/step", "ms/step (Metrics)", "seq/s (Metrics)",
+            "frac conv peak", "first call s", "RSS MiB", "RSS-import MiB"]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
     lines = [" | ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in [head, *rows]]
     lines.insert(1, "-+-".join("-" * w for w in widths))
+    lines.append("ms/step: asv's TimeStep median. The (Metrics) columns, frac conv peak and first call come from the "
+                 "Metrics process of the same combination;\nwhere the two ms/step differ, the host ran the two "
+                 "processes at different speeds: compare with `python -m benchmarks.ab` (fresh processes).")
     return "\n".join(lines)
 
 
