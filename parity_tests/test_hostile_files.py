@@ -43,6 +43,7 @@ from implementations.spec import LayerSpec, StackSpec
 from implementations.weights import WeightFileError, Weights
 
 from .conftest import SUMMARY
+from .keras2_h5 import write_keras2_h5
 
 OUTCOMES: dict[str, Counter] = {}
 
@@ -120,34 +121,6 @@ def _keras_subject() -> Subject:
     return Subject("keras", ".keras", write, interop.read_keras_file, flip_stride=137, trunc_stride=97)
 
 
-def write_keras2_h5(path: Path, weights: Weights, version: str = "2.15.0") -> Path:
-    """A legacy tf.keras ``model.save('m.h5')`` file (Sequential), written with h5py only."""
-    import h5py
-
-    names = [f"conv_lst_m2d_{i}" for i in range(len(weights.spec.layers))]
-    layers = []
-    for name, layer in zip(names, weights.spec.layers):
-        rec = {"hard_sigmoid_keras2": "hard_sigmoid", "sigmoid": "sigmoid"}[layer.recurrent_activation]
-        layers.append({"class_name": "ConvLSTM2D", "config": {
-            "name": name, "filters": layer.filters, "kernel_size": list(layer.kernel_size),
-            "strides": list(layer.strides), "padding": layer.padding, "dilation_rate": list(layer.dilation_rate),
-            "activation": layer.activation, "recurrent_activation": rec, "use_bias": layer.use_bias,
-            "return_sequences": True, "go_backwards": False, "dropout": 0.0}})
-    config = {"class_name": "Sequential", "config": {"name": "sequential", "layers": layers}}
-    with h5py.File(path, "w") as f:
-        f.attrs["keras_version"] = version.encode()
-        f.attrs["backend"] = b"tensorflow"
-        f.attrs["model_config"] = json.dumps(config).encode()
-        group = f.create_group("model_weights")
-        group.attrs["layer_names"] = np.array([n.encode() for n in names])
-        for i, name in enumerate(names):
-            layer_group = group.create_group(name)
-            arrays = weights.layer(i)
-            present = [n for n in ("kernel", "recurrent_kernel", "bias") if n in arrays]
-            layer_group.attrs["weight_names"] = np.array([f"{name}/{n}:0".encode() for n in present])
-            for n in present:
-                layer_group.create_dataset(f"{name}/{n}:0", data=arrays[n])
-    return path
 
 
 H5_SPEC = StackSpec(2, (LayerSpec(2, (3, 3), recurrent_activation="hard_sigmoid_keras2"),
@@ -709,7 +682,7 @@ def _h5_replace(path: Path, dataset: str, value: Any = None, **create: Any) -> P
     return path
 
 
-K0 = "model_weights/conv_lst_m2d_0/conv_lst_m2d_0/"
+K0 = "model_weights/conv_lst_m2d/conv_lst_m2d/"
 
 H5_DEFECTS: dict[str, tuple[Callable[[Path], Any], str]] = {
     "int kernel": (lambda p: _h5_replace(p, K0 + "kernel:0", np.zeros((3, 3, 2, 8), np.int32)),
@@ -727,11 +700,11 @@ H5_DEFECTS: dict[str, tuple[Callable[[Path], Any], str]] = {
     "kernel_size too long": (lambda p: _h5_edit_config(p, kernel_size=[3, 3, 3]), r"kernel_size: expected 2 ints"),
     # a chunked dataset never written: 1.6 GB of fill value behind a few hundred bytes of file
     "sparse bomb": (lambda p: _h5_replace(p, K0 + "kernel:0", shape=(400_000_000,), dtype="f4", chunks=(1 << 20,)),
-                    r"weight 'conv_lst_m2d_0/kernel:0' declares 1600000000 bytes but stores 0: refusing"),
+                    r"weight 'conv_lst_m2d/kernel:0' declares 1600000000 bytes but stores 0: refusing"),
     # the same through gzip
     "gzip bomb": (lambda p: _h5_replace(p, K0 + "kernel:0", data=np.zeros(20_000_000, "f4"), chunks=(1 << 20,),
                                         compression="gzip"),
-                  r"weight 'conv_lst_m2d_0/kernel:0' declares 80000000 bytes but stores \d+: refusing"),
+                  r"weight 'conv_lst_m2d/kernel:0' declares 80000000 bytes but stores \d+: refusing"),
 }
 
 
@@ -748,7 +721,8 @@ def _h5_edit_config(path: Path, **changes: Any) -> Path:
 
     with h5py.File(path, "a") as f:
         config = json.loads(f.attrs["model_config"])
-        config["config"]["layers"][0]["config"].update(changes)
+        first = next(entry for entry in config["config"]["layers"] if entry["class_name"] == "ConvLSTM2D")
+        first["config"].update(changes)
         f.attrs["model_config"] = json.dumps(config).encode()
     return path
 

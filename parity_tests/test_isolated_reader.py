@@ -75,7 +75,7 @@ def test_hanging_parser_is_refused_after_the_timeout(tmp_path):
 def test_script_without_main_guard_runs_its_top_level_once(tmp_path):
     """multiprocessing's spawn/forkserver would re-run this script's top level in the child; ours must not."""
     pytest.importorskip("h5py")
-    from parity_tests.test_hostile_files import write_keras2_h5
+    from parity_tests.keras2_h5 import write_keras2_h5
 
     h5 = write_keras2_h5(tmp_path / "m.h5", wf.random_weights(SPEC, seed=1, dtype="float32"))
     log = tmp_path / "ran.log"
