@@ -107,6 +107,13 @@ VARIANT_TABLE: dict[str, Variant] = {
             "fused-conv module (one Conv2d over cat([x, h]), gates i,f,o,g), weights via interop.to_torch_fused",
         ),
         Variant(
+            "torch-fused-compile",
+            "torch",
+            ("torch",),
+            "peer",
+            "the fused-conv peer module under torch.compile (inductor): the best PyTorch peer path",
+        ),
+        Variant(
             "keras-tf",
             "keras",
             ("keras", "tensorflow"),

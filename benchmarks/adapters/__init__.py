@@ -1,6 +1,6 @@
 """Per-framework adapters: ``build(workload, variant, dtype, weights, x, target) -> common.Model``.
 
-One module per framework family (``torch``: torch, torch-compile, torch-fused; ``keras``: keras-tf,
+One module per framework family (``torch``: torch, torch-compile, torch-fused, torch-fused-compile; ``keras``: keras-tf,
 keras-tf-xla, keras-jax, keras-torch, keras-builtin; ``jax``: jax, jax-scan, flax-linen, flax-linen-scan),
 each with the same small surface: ``build(...)``, ``device_candidates(framework_module)`` (the devices the
 framework offers, turned into a choice by :func:`benchmarks.common.choose_device`), a shared train-step

@@ -1,5 +1,6 @@
 """PyTorch adapter: ``torch`` (our module, eager), ``torch-compile`` (the same under torch.compile) and
-``torch-fused`` (a fused-conv peer module defined here, loaded with :func:`implementations.interop.to_torch_fused`).
+``torch-fused`` (a fused-conv peer module defined here, loaded with :func:`implementations.interop.to_torch_fused`)
+and ``torch-fused-compile`` (that peer under torch.compile).
 
 Data are channels-first inside (inputs (B, T, C, *S), outputs (B, T, F, *S')), converted once in ``build``.
 float32 convolutions and matmuls run in full fp32 on CUDA (TF32 off), as in the parity tests.
@@ -13,7 +14,8 @@ import numpy as np
 
 from .. import common
 
-VARIANTS = ("torch", "torch-compile", "torch-fused")
+VARIANTS = ("torch", "torch-compile", "torch-fused", "torch-fused-compile")
+COMPILED = ("torch-compile", "torch-fused-compile")
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -121,7 +123,7 @@ class TorchModel(common.Model):
         if dtype != "float32":
             _probe_dtype(torch, self._device, tdtype)
         spec = weights.spec
-        if variant == "torch-fused":
+        if variant in ("torch-fused", "torch-fused-compile"):
             if spec.rank != 2:
                 raise NotImplementedError("the fused peer module is 2-D only")
             module = fused_module(torch, spec)
@@ -140,6 +142,9 @@ class TorchModel(common.Model):
             _cold_inductor_cache()
             compiled = torch.compile(module)
             self._call = lambda inp: compiled(inp)[0]
+        elif variant == "torch-fused-compile":
+            _cold_inductor_cache()
+            self._call = torch.compile(module)
         cf = np.ascontiguousarray(np.moveaxis(x, -1, 2))  # (B, T, *S, C) -> (B, T, C, *S)
         self.x = torch.from_numpy(cf).to(device=self._device, dtype=tdtype)
         tcf = np.ascontiguousarray(np.moveaxis(target, -1, 2))
@@ -198,9 +203,9 @@ class TorchModel(common.Model):
 
     def options(self) -> dict[str, Any]:
         return {
-            "compile": self.variant == "torch-compile",
-            "compile_mode": "default (inductor)" if self.variant == "torch-compile" else None,
-            "inductor_cache": "cold (fresh TORCHINDUCTOR_CACHE_DIR)" if self.variant == "torch-compile" else None,
+            "compile": self.variant in COMPILED,
+            "compile_mode": "default (inductor)" if self.variant in COMPILED else None,
+            "inductor_cache": "cold (fresh TORCHINDUCTOR_CACHE_DIR)" if self.variant in COMPILED else None,
             "threads": self.torch.get_num_threads(),
             "tf32": False,
             "optimizer": f"SGD(lr={common.LEARNING_RATE})",
