@@ -301,11 +301,14 @@ class ConvLSTMLayer(nn.Module):
             if h is not None:
                 h = h.contiguous(memory_format=self._memory_format)
         zx = self.input_conv(frames)
-        zx = zx.view(b, t, *zx.shape[1:])
+        # unbind, not zx[:, s]: the backward of T selects is T zero-filled (B, T, 4F, *S') tensors summed,
+        # the backward of unbind one stack (in-process A/B, train step: radar eager 393 -> 362 ms,
+        # small eager 41 -> 36 ms, small compiled 22.8 -> 20.2 ms).
+        zx = zx.view(b, t, *zx.shape[1:]).unbind(1)
         peepholes = self._peepholes()
         outputs = []
         for s in (range(t - 1, -1, -1) if reverse else range(t)):
-            h, c = self.step(zx[:, s], h, c, peepholes)
+            h, c = self.step(zx[s], h, c, peepholes)
             outputs.append(h)
         assert h is not None and c is not None
         return torch.stack(outputs, dim=1), h, c
