@@ -301,7 +301,12 @@ class ConvLSTMStack(keras.layers.Layer):
 
     def _recurrent_conv(self, layer: LayerSpec, kernel: Any, h: Any) -> Any:
         """Recurrent convolution (stride 1, 'same', dilation 1): ``(B, *S', F)`` -> ``(B, *S', 4F)``."""
-        h = _pad_spatial(h, layer.recurrent_padding())
+        padding = layer.recurrent_padding()
+        if all(lo == hi for lo, hi in padding):
+            # Odd kernel: symmetric padding, where every backend's 'same' agrees; it saves a pad op per step
+            # (TF without XLA runs it as a separate copy).
+            return ops.conv(h, kernel, strides=1, padding="same", data_format="channels_last")
+        h = _pad_spatial(h, padding)
         return ops.conv(h, kernel, strides=1, padding="valid", data_format="channels_last")
 
     def _step(
