@@ -9,7 +9,8 @@ Layers (each calls the one below; the maths lives only in the functional core):
   ``(*k, I, O)``) and used as stored. Convolutions are ``lax.conv_general_dilated`` with explicit
   TF/XLA 'same' padding from :meth:`LayerSpec.input_padding` / :meth:`LayerSpec.recurrent_padding`.
   Each layer's input convolution is hoisted out of the time loop (one convolution over all T*B
-  frames); only the recurrent convolution runs inside ``jax.lax.scan``.
+  frames); only the recurrent convolution runs inside ``jax.lax.scan``. From a zero initial state
+  the first step runs before the scan without the recurrent convolution (its input is exactly 0).
 * :class:`ConvLSTM` -- a ``flax.nnx.Module`` holding the weights as ``nnx.Param`` s.
 * :class:`Runner` -- the :class:`implementations.api.Runner` contract (NumPy in/out), jit-compiled.
 
@@ -160,25 +161,27 @@ def layer_step(
     layer: LayerSpec,
     params: LayerParams,
     zx: jax.Array,
-    h: jax.Array,
-    c: jax.Array,
+    h: jax.Array | None,
+    c: jax.Array | None,
     precision: str | lax.Precision | None = DEFAULT_PRECISION,
 ) -> State:
     """One time step given the input-conv pre-activation ``zx`` (B, *S', 4F), bias included.
 
-    ``h``, ``c``: previous state (B, *S', F). Returns ``(h_t, c_t)``, each (B, *S', F).
+    ``h``, ``c``: previous state (B, *S', F), or both None for a zero state (the recurrent conv and
+    the i/f peephole terms are then exactly 0 and skipped). Returns ``(h_t, c_t)``, each (B, *S', F).
     """
     act = _ACTIVATIONS[layer.activation]
     rec = _RECURRENT_ACTIVATIONS[layer.recurrent_activation]
     ones = (1,) * layer.rank
-    z = zx + conv_nd(h, params["recurrent_kernel"], ones, ones, layer.recurrent_padding(), precision)
+    z = zx
+    if h is not None:
+        z = z + conv_nd(h, params["recurrent_kernel"], ones, ones, layer.recurrent_padding(), precision)
     zi, zf, zc, zo = jnp.split(z, 4, axis=-1)
-    if layer.peephole is not None:
+    if layer.peephole is not None and c is not None:
         zi = zi + params["peephole_i"] * c
         zf = zf + params["peephole_f"] * c
     i_t = rec(zi)
-    f_t = rec(zf)
-    c_t = f_t * c + i_t * act(zc)
+    c_t = i_t * act(zc) if c is None else rec(zf) * c + i_t * act(zc)
     if layer.peephole is not None:
         zo = zo + params["peephole_o"] * c_t
     o_t = rec(zo)
@@ -213,9 +216,13 @@ def layer_apply(
     if layer.use_bias:
         zx = zx + params["bias"]
     zx = zx.reshape(t, b, *zx.shape[1:])
+    first = None
     if state is None:
-        zeros = jnp.zeros((b, *zx.shape[2:-1], layer.filters), dtype=zx.dtype)
-        state = (zeros, zeros)
+        # From a zero state the first step needs no recurrent conv: run it before the scan.
+        state = layer_step(layer, params, zx[0], None, None, precision)
+        first, zx = state[0], zx[1:]
+        if t == 1:
+            return first[None], state[0], state[1]
 
     def step(carry: State, zx_t: jax.Array) -> tuple[State, jax.Array]:
         h_t, c_t = layer_step(layer, params, zx_t, carry[0], carry[1], precision)
@@ -223,6 +230,8 @@ def layer_apply(
 
     strategy = _check_unroll(unroll)
     (h, c), seq = lax.scan(step, tuple(state), zx, unroll=True if strategy == "full" else strategy)
+    if first is not None:
+        seq = jnp.concatenate([first[None], seq], axis=0)
     return seq, h, c
 
 
