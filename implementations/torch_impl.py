@@ -224,8 +224,8 @@ class ConvLSTMLayer(nn.Module):
         kernel = self.kernel
         if self.in_channels == 1 and self.rank in (2, 3) and frames.device.type == "cpu":
             # oneDNN has no fast path for a single input channel: on a 2-core Zen 5 the 'small' input conv
-            # (32x1x32x32 -> 64, k3) runs at 7 GFLOP/s, and 55 with a second, zero channel added to the
-            # frames and the kernel (5.7 -> 0.9 ms forward, 9.3 -> 3.8 ms forward+backward; 3-D 4.4 -> 1.0 ms).
+            # (32x1x32x32 -> 64, k3) runs at 7 GFLOP/s, and at 42 (useful FLOPs) with a second, zero channel added
+            # to the frames and the kernel (5.7 -> 0.9 ms forward, 9.3 -> 3.8 ms forward+backward; 3-D 4.4 -> 1.0 ms).
             # The zero channel only adds zero products (another algorithm runs, so rounding may differ within the
             # float32 tolerances); the gradient of the padded kernel reaches the real one through F.pad.
             extra = (0, 0) * self.rank + (0, 1)
