@@ -9,7 +9,9 @@ Speed: each layer runs its input convolution over all T frames as one call on ``
 before the time loop, so only the recurrent convolution and the gate maths run per step; the
 first step from a zero state skips the recurrent convolution and the peephole terms. For 2-D and 3-D
 frames the tensors live in channels-last memory format (``torch.channels_last``; logical shapes stay
-channels-first), which oneDNN and cuDNN convolve without a reorder at each call.
+channels-first), which oneDNN and cuDNN convolve without a reorder at each call; gates and time steps are
+split and stacked in that memory order, so the output sequences of 2-D/3-D layers are not contiguous in
+the default format (use ``.reshape``, not ``.view``).
 
 This is the only module of the package that imports torch.
 """
@@ -222,6 +224,7 @@ class ConvLSTMLayer(nn.Module):
         # Measured on a 2-core Zen 5, float32, input conv of 'radar' (40x16x25x25 -> 256, k3): 61 GFLOP/s NCHW
         # vs 162 channels-last; recurrent convs are about equal. Tensors keep their logical NCHW shape.
         self._memory_format = _MEMORY_FORMATS.get(self.rank)
+        self._channels_last = self._memory_format is not None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -300,7 +303,7 @@ class ConvLSTMLayer(nn.Module):
         """
         act, rec = self._act, self._rec
         z = zx if h is None else zx + self.recurrent_conv(h)
-        zi, zf, zc, zo = _split_channels(z, 4, self._memory_format is not None)
+        zi, zf, zc, zo = _split_channels(z, 4, self._channels_last)
         if peepholes is not None and c is not None:
             zi = zi + peepholes[0] * c
             zf = zf + peepholes[1] * c
@@ -333,14 +336,14 @@ class ConvLSTMLayer(nn.Module):
         # unbind, not zx[:, s]: the backward of T selects is T zero-filled (B, T, 4F, *S') tensors summed,
         # the backward of unbind one stack (in-process A/B, train step: radar eager 393 -> 362 ms,
         # small eager 41 -> 36 ms, small compiled 22.8 -> 20.2 ms).
-        zx = _unbind_time(zx, b, t, self._memory_format is not None)
+        zx = _unbind_time(zx, b, t, self._channels_last)
         peepholes = self._peepholes()
         outputs = []
         for s in (range(t - 1, -1, -1) if reverse else range(t)):
             h, c = self.step(zx[s], h, c, peepholes)
             outputs.append(h)
         assert h is not None and c is not None
-        return _stack_time(outputs, self._memory_format is not None), h, c
+        return _stack_time(outputs, self._channels_last), h, c
 
 
 class ConvLSTM(nn.Module):

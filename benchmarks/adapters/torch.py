@@ -16,6 +16,7 @@ from .. import common
 
 VARIANTS = ("torch", "torch-compile", "torch-fused", "torch-fused-compile")
 COMPILED = ("torch-compile", "torch-fused-compile")
+FUSED = ("torch-fused", "torch-fused-compile")
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -123,7 +124,7 @@ class TorchModel(common.Model):
         if dtype != "float32":
             _probe_dtype(torch, self._device, tdtype)
         spec = weights.spec
-        if variant in ("torch-fused", "torch-fused-compile"):
+        if variant in FUSED:
             if spec.rank != 2:
                 raise NotImplementedError("the fused peer module is 2-D only")
             module = fused_module(torch, spec)
