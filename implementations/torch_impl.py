@@ -5,13 +5,16 @@ kernels ``(4F, C_in, *k)`` (PyTorch's layout), 'full' peepholes ``(F, *S')``, 'c
 ``(F,)``. The :class:`Runner` converts at the boundary from and to the canonical channels-last
 NumPy layout of :mod:`implementations.api` and :mod:`implementations.weights`.
 
-Speed: each layer runs its input convolution over all T frames as one call on ``(B*T, C, *S)``
+Speed: each layer runs its input convolution over all T frames as one call on ``(T*B, C, *S)``
 before the time loop, so only the recurrent convolution and the gate maths run per step; the
-first step from a zero state skips the recurrent convolution and the peephole terms. For 2-D and 3-D
-frames the tensors live in channels-last memory format (``torch.channels_last``; logical shapes stay
-channels-first), which oneDNN and cuDNN convolve without a reorder at each call; gates and time steps are
-split and stacked in that memory order, so the output sequences of 2-D/3-D layers are not contiguous in
-the default format (use ``.reshape``, not ``.view``).
+first step from a zero state skips the recurrent convolution and the peephole terms. The time loop is a
+``torch.autograd.Function`` (:class:`_Recurrence`) with a hand-written backward: it saves only the activated
+gates and cell states, writes the gate gradients into one time-major buffer, and computes the recurrent
+kernel's gradient as one convolution over all steps instead of one per step. For 2-D and 3-D frames the
+tensors live in channels-last memory format (``torch.channels_last``; logical shapes stay channels-first),
+which oneDNN and cuDNN convolve without a reorder at each call; hidden states are written into one time-major
+buffer in that memory order, so the output sequences of 2-D/3-D layers are not contiguous in the default
+format (use ``.reshape``, not ``.view``).
 
 This is the only module of the package that imports torch.
 """
@@ -21,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import platform
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import api
-from .spec import PEEPHOLE_GATES, LayerSpec, SpecError, StackSpec
+from .spec import HARD_SIGMOID_SLOPES, PEEPHOLE_GATES, LayerSpec, SpecError, StackSpec
 from .weights import Weights, make_weights
 
 __all__ = [
@@ -66,8 +69,25 @@ def _hard_sigmoid_keras2(x: Tensor) -> Tensor:
     return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)
 
 
+_IDENTITY_TANH_DTYPES = (torch.float32, torch.float64)
+
+
+def _tanh(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """``tanh(x)``; on CPU in float32/float64 computed as ``2 sigmoid(2x) - 1``.
+
+    Why: torch's CPU tanh kernel takes ~1.5-2.5 ns per element on a 2-core Zen 5 (87-156 us for a (4, 16, 32, 32)
+    float32 tensor), 3-5x more than sigmoid plus two element-wise ops (31 us); the identity adds <= 2e-7 absolute
+    error in float32 (forward tolerance 1e-5). Half-precision dtypes (where ``sigmoid(2x)`` rounded near 0.5 would
+    lose tanh's small values), GPUs and torch.compile (which generates its own vectorised tanh) use torch.tanh.
+    """
+    if x.device.type != "cpu" or x.dtype not in _IDENTITY_TANH_DTYPES or torch.compiler.is_compiling():
+        return torch.tanh(x) if out is None else torch.tanh(x, out=out)
+    s = torch.sigmoid(x * 2.0)
+    return torch.add(s.new_full((), -1.0), s, alpha=2.0, out=out)
+
+
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "tanh": torch.tanh,
+    "tanh": _tanh,
     "relu": torch.relu,
     "linear": _linear,
 }
@@ -76,6 +96,60 @@ RECURRENT_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "hard_sigmoid": _hard_sigmoid,
     "hard_sigmoid_keras2": _hard_sigmoid_keras2,
 }
+
+
+# Derivatives as functions of the output ``y = f(x)``: ``(grad, y) -> grad * f'(x)``; ``out``, when given, receives
+# the result (a view into the gate-gradient buffer of the hand-written backward).
+
+def _tanh_grad(g: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
+    if out is None:
+        return torch.ops.aten.tanh_backward(g, y)
+    return torch.ops.aten.tanh_backward.grad_input(g, y, grad_input=out)
+
+
+def _sigmoid_grad(g: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
+    if out is None:
+        return torch.ops.aten.sigmoid_backward(g, y)
+    return torch.ops.aten.sigmoid_backward.grad_input(g, y, grad_input=out)
+
+
+def _relu_grad(g: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
+    return _store(torch.where(y > 0, g, 0.0), out)
+
+
+def _linear_grad(g: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
+    return _store(g, out)
+
+
+def _clip_grad(slope: float) -> Callable[..., Tensor]:
+    """Derivative of ``clip(slope * x + 0.5, 0, 1)``: ``slope`` where the output is strictly inside (0, 1)."""
+
+    def grad(g: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
+        return _store(torch.where((y > 0) & (y < 1), g * slope, 0.0), out)
+
+    return grad
+
+
+def _store(value: Tensor, out: Tensor | None) -> Tensor:
+    if out is None:
+        return value
+    return out.copy_(value)
+
+
+ACTIVATION_GRADS: dict[str, Callable[..., Tensor]] = {"tanh": _tanh_grad, "relu": _relu_grad, "linear": _linear_grad}
+RECURRENT_ACTIVATION_GRADS: dict[str, Callable[..., Tensor]] = {
+    "sigmoid": _sigmoid_grad,
+    "hard_sigmoid": _clip_grad(HARD_SIGMOID_SLOPES["hard_sigmoid"]),
+    "hard_sigmoid_keras2": _clip_grad(HARD_SIGMOID_SLOPES["hard_sigmoid_keras2"]),
+}
+
+
+def _apply(fn: Callable[[Tensor], Tensor], x: Tensor, out: Tensor) -> None:
+    """``out[...] = fn(x)``, written in place where the function has an out= form."""
+    if fn is _tanh or fn is torch.sigmoid:
+        fn(x, out=out)
+    else:
+        out.copy_(fn(x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,11 +183,9 @@ def _to_channels_last(t: Tensor, lead: int) -> Tensor:
     return t.permute(*range(lead), *range(lead + 1, n), lead).contiguous()
 
 
-# Channels-last tensors keep their logical channels-first shape; these helpers split and stack them along the
-# channel or time axis through the memory order, so that autograd's backward of the split (a stack) writes
-# channels-last memory directly. chunk/unbind/stack on the logical axes made the backward assemble
-# channels-first tensors that every conv then copied back, and mixed-layout element-wise ops run up to 20x
-# slower (a (8, 64, 25, 25) multiply: 0.05 ms vs 0.96 ms).
+# Channels-last tensors keep their logical channels-first shape. Mixed-layout element-wise ops run up to 20x
+# slower than same-layout ones (a (8, 64, 25, 25) multiply: 0.05 ms vs 0.96 ms), so every tensor of the time
+# loop is channels-last, and gates are split through the memory order.
 
 def _split_channels(t: Tensor, n: int, channels_last: bool) -> tuple[Tensor, ...]:
     """``(B, n*F, *S)`` -> n tensors ``(B, F, *S)`` (views)."""
@@ -123,19 +195,21 @@ def _split_channels(t: Tensor, n: int, channels_last: bool) -> tuple[Tensor, ...
     return tuple(block.movedim(-1, 1) for block in blocks)
 
 
-def _unbind_time(zx: Tensor, b: int, t: int, channels_last: bool) -> tuple[Tensor, ...]:
-    """``(B*T, C, *S)`` (batch-major frames) -> T tensors ``(B, C, *S)`` (views)."""
+def _empty_steps(n: int, b: int, c: int, spatial: Sequence[int], like: Tensor, channels_last: bool) -> Tensor:
+    """An uninitialised ``(n, B, C, *S)`` buffer; channels-last: memory ``(n, B, *S, C)``, so every ``buf[k]`` and
+    every ``buf[j:k].reshape(-1, C, *S)`` is a dense channels-last batch."""
     if not channels_last:
-        return zx.view(b, t, *zx.shape[1:]).unbind(1)
-    phys = zx.movedim(1, -1)  # (B*T, *S, C)
-    return tuple(step.movedim(-1, 1) for step in phys.reshape(b, t, *phys.shape[1:]).unbind(1))
+        return like.new_empty((n, b, c, *spatial))
+    return like.new_empty((n, b, *spatial, c)).movedim(-1, 2)
 
 
-def _stack_time(steps: Sequence[Tensor], channels_last: bool) -> Tensor:
-    """T tensors ``(B, F, *S)`` -> ``(B, T, F, *S)``; channels-last: every frame stays channels-last dense."""
+def _time_major_frames(x: Tensor, channels_last: bool) -> Tensor:
+    """``(B, T, C, *S)`` -> ``(T*B, C, *S)``, frames time-major (a view when ``x`` is a time-major buffer from
+    :func:`_empty_steps`, one copy otherwise)."""
+    b, t, c = x.shape[:3]
     if not channels_last:
-        return torch.stack(list(steps), dim=1)
-    return torch.stack([h.movedim(1, -1) for h in steps], dim=1).movedim(-1, 2)
+        return x.transpose(0, 1).reshape(t * b, *x.shape[2:])
+    return x.transpose(0, 1).movedim(2, -1).reshape(t * b, *x.shape[3:], c).movedim(-1, 1)
 
 
 def canonical_to_torch(name: str, array: np.ndarray) -> np.ndarray:
@@ -163,6 +237,252 @@ def torch_to_canonical(name: str, array: np.ndarray) -> np.ndarray:
     if short.startswith("peephole_") and array.ndim > 1:
         return np.ascontiguousarray(np.moveaxis(array, 0, -1))
     return np.ascontiguousarray(array)
+
+
+# ---------------------------------------------------------------------------------------------
+# The time loop, with a hand-written backward
+# ---------------------------------------------------------------------------------------------
+
+class _LoopConfig(NamedTuple):
+    """What :class:`_Recurrence` needs besides tensors (hashable, so torch.compile treats it as a constant)."""
+
+    steps: int
+    batch: int
+    reverse: bool
+    activation: str
+    recurrent_activation: str
+    padding: tuple[int, ...]  # the recurrent conv's symmetric padding
+    pre_pad: tuple[int, ...] | None  # F.pad argument for asymmetric recurrent padding, or None
+    channels_last: bool
+    peephole: str | None
+
+
+def _recurrent_conv(h: Tensor, kernel: Tensor, cfg: _LoopConfig) -> Tensor:
+    """``(B, F, *S')`` -> ``(B, 4F, *S')``: stride 1, 'same', dilation 1."""
+    if cfg.pre_pad is not None:
+        h = F.pad(h, cfg.pre_pad)
+    return _CONV[kernel.ndim - 2](h, kernel, None, padding=cfg.padding)
+
+
+def _recurrent_conv_backward(dz: Tensor, h: Tensor, kernel: Tensor, cfg: _LoopConfig, mask: list[bool]) -> Tensor:
+    """Gradient of :func:`_recurrent_conv` w.r.t. its input (``mask [True, False]``) or kernel (``[False, True]``),
+    given ``dz`` ``(N, 4F, *S')`` and the forward input ``h`` ``(N, F, *S')``."""
+    rank = kernel.ndim - 2
+    hp = h if cfg.pre_pad is None else F.pad(h, cfg.pre_pad)
+    g_in, g_w, _ = torch.ops.aten.convolution_backward(
+        dz, hp, kernel, None, (1,) * rank, cfg.padding, (1,) * rank, False, (0,) * rank, 1, [*mask, False]
+    )
+    if not mask[0]:
+        return g_w
+    if cfg.pre_pad is None:
+        return g_in
+    # Undo F.pad: slice the padded margins off every spatial axis (pre_pad lists the last axis first).
+    for axis in range(rank):
+        lo, hi = cfg.pre_pad[2 * (rank - 1 - axis)], cfg.pre_pad[2 * (rank - 1 - axis) + 1]
+        g_in = g_in.narrow(2 + axis, lo, g_in.shape[2 + axis] - lo - hi)
+    return g_in
+
+
+def _peephole_views(peepholes: Sequence[Tensor | None], cfg: _LoopConfig, like: Tensor) -> list[Tensor] | None:
+    """Peephole weights shaped to broadcast against ``(B, F, *S')`` in the loop's memory format, or None."""
+    if cfg.peephole is None:
+        return None
+    rank = like.ndim - 2
+    if cfg.peephole == "channel":
+        return [p.view(p.shape[0], *(1,) * rank) for p in peepholes]  # type: ignore[union-attr]
+    fmt = _MEMORY_FORMATS[rank] if cfg.channels_last else torch.contiguous_format
+    return [p.unsqueeze(0).contiguous(memory_format=fmt) for p in peepholes]  # type: ignore[union-attr]
+
+
+def _peephole_grad(product: Tensor, kind: str) -> Tensor:
+    """Sum ``(B, F, *S')`` over the axes a peephole is broadcast along: ``(F,)`` or ``(F, *S')``."""
+    if kind == "channel":
+        return product.sum(dim=(0, *range(2, product.ndim)))
+    return product.sum(dim=0)
+
+
+class _Recurrence(torch.autograd.Function):
+    """The time loop of one layer: gate pre-activations of the input conv in, hidden states out.
+
+    Forward inputs: ``zx`` ``(T*B, 4F, *S')`` (input conv plus bias, frames time-major), the recurrent kernel,
+    ``h0``/``c0`` ``(B, F, *S')`` or None, the three peepholes or None, a :class:`_LoopConfig`. Returns
+    ``hs`` ``(T+1, B, F, *S')`` (``hs[0]`` = h0 or unused, ``hs[k+1]`` = the k-th processed step's h) and ``c_T``.
+
+    Why by hand (measured on a 2-core Zen 5, float32): autograd's backward of the loop runs one small
+    recurrent-kernel gradient convolution per step and ~20 separately dispatched element-wise kernels; here the
+    kernel gradient is one convolution over all T steps at once (batch T*B), the gate gradients are written
+    straight into one time-major buffer that is also ``zx``'s gradient, and only the activated gates and cell
+    states are saved (4F + F channels per step, the spec's activation-memory model).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        zx: Tensor,
+        kernel: Tensor,
+        h0: Tensor | None,
+        c0: Tensor | None,
+        p_i: Tensor | None,
+        p_f: Tensor | None,
+        p_o: Tensor | None,
+        cfg: _LoopConfig,
+    ) -> tuple[Tensor, Tensor]:
+        t, b, cl = cfg.steps, cfg.batch, cfg.channels_last
+        f4, spatial = zx.shape[1], zx.shape[2:]
+        f = f4 // 4
+        act, rec = ACTIVATIONS[cfg.activation], RECURRENT_ACTIVATIONS[cfg.recurrent_activation]
+        peep = _peephole_views((p_i, p_f, p_o), cfg, zx)
+        zxs = zx.view(t, b, f4, *spatial)
+        hs = _empty_steps(t + 1, b, f, spatial, zx, cl)
+        if h0 is not None:
+            hs[0].copy_(h0)
+        c = c0
+        gates: list[Tensor] = []
+        cells: list[Tensor] = []
+        for k in range(t):
+            z = zxs[t - 1 - k if cfg.reverse else k]
+            if k > 0 or h0 is not None:
+                z = z + _recurrent_conv(hs[k], kernel, cfg)
+            zi, zf, zg, zo = _split_channels(z, 4, cl)
+            if peep is None:
+                a = rec(z)  # i, f and o at once; the g block is overwritten
+            else:
+                a = torch.empty_like(z)
+            ai, af, ag, ao = _split_channels(a, 4, cl)
+            _apply(act, zg, ag)
+            if peep is not None:
+                _apply(rec, zi if c is None else torch.addcmul(zi, peep[0], c), ai)
+                _apply(rec, zf if c is None else torch.addcmul(zf, peep[1], c), af)
+            c = ai * ag if c is None else torch.addcmul(ai * ag, af, c)
+            if peep is not None:
+                _apply(rec, torch.addcmul(zo, peep[2], c), ao)
+            torch.mul(ao, act(c), out=hs[k + 1])
+            gates.append(a)
+            cells.append(c)
+        assert c is not None
+        ctx.cfg = cfg
+        ctx.has_h0, ctx.has_c0 = h0 is not None, c0 is not None
+        ctx.save_for_backward(kernel, hs, c0, p_i, p_f, p_o, *gates, *cells)
+        return hs, c
+
+    @staticmethod
+    def backward(ctx: Any, g_hs: Tensor, g_c: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "the ConvLSTM time loop's hand-written backward is not differentiable (create_graph=True, double "
+                "backward): call model.use_autograd_loop() first, which runs the loop in plain differentiable ops"
+            )
+        cfg: _LoopConfig = ctx.cfg
+        t, b, cl = cfg.steps, cfg.batch, cfg.channels_last
+        kernel, hs, c0, p_i, p_f, p_o, *saved = ctx.saved_tensors
+        gates, cells = saved[:t], saved[t:]
+        f4, spatial = gates[0].shape[1], gates[0].shape[2:]
+        act = ACTIVATIONS[cfg.activation]
+        act_grad = ACTIVATION_GRADS[cfg.activation]
+        rec_grad = RECURRENT_ACTIVATION_GRADS[cfg.recurrent_activation]
+        peep = _peephole_views((p_i, p_f, p_o), cfg, gates[0])
+        g_peep: list[Tensor | None] = [None, None, None]
+        dz = _empty_steps(t, b, f4, spatial, gates[0], cl)  # processing order
+        # Autograd hands in default-layout gradients (e.g. zeros for unused steps); one copy into the loop's layout
+        # keeps every element-wise kernel below on dense, same-layout operands (mixed layouts cost ~8x on CPU).
+        if g_hs.stride() != hs.stride():
+            g_hs = torch.empty_like(hs).copy_(g_hs)
+        if g_c is not None and g_c.stride() != cells[-1].stride():
+            g_c = torch.empty_like(cells[-1]).copy_(g_c)
+        dc: Tensor | None = g_c
+        dh_rec: Tensor | None = None
+        for k in range(t - 1, -1, -1):
+            ai, af, ag, ao = _split_channels(gates[k], 4, cl)
+            dzi, dzf, dzg, dzo = _split_channels(dz[k], 4, cl)
+            c = cells[k]
+            c_prev = cells[k - 1] if k > 0 else c0
+            dh = g_hs[k + 1] if dh_rec is None else g_hs[k + 1] + dh_rec
+            tc = act(c)
+            dc_step = act_grad(dh * ao, tc)
+            dc = dc_step if dc is None else dc + dc_step
+            if peep is None:
+                # Gradients w.r.t. the activated i, f, o gates into their blocks of dz[k], then the recurrent
+                # activation's derivative over all 4F channels in one dense call (the g block is overwritten after):
+                # on gate views with F-element inner runs (channels-last) each call costs several times a dense one.
+                torch.mul(dh, tc, out=dzo)
+                torch.mul(dc, ag, out=dzi)
+                if c_prev is None:
+                    dzf.zero_()
+                else:
+                    torch.mul(dc, c_prev, out=dzf)
+                rec_grad(dz[k], gates[k], out=dz[k])
+                act_grad(dc * ai, ag, out=dzg)
+                dc = None if c_prev is None else dc * af
+            else:  # the o gate's gradient feeds dc (peephole), which the i and f gates' gradients need
+                rec_grad(dh * tc, ao, out=dzo)
+                dc = torch.addcmul(dc, dzo, peep[2])
+                g_peep[2] = _accumulate(g_peep[2], _peephole_grad(dzo * c, cfg.peephole))
+                rec_grad(dc * ag, ai, out=dzi)
+                act_grad(dc * ai, ag, out=dzg)
+                if c_prev is None:
+                    dzf.zero_()
+                    dc = None
+                else:
+                    rec_grad(dc * c_prev, af, out=dzf)
+                    dc = torch.addcmul(torch.addcmul(dc * af, dzi, peep[0]), dzf, peep[1])
+                    g_peep[0] = _accumulate(g_peep[0], _peephole_grad(dzi * c_prev, cfg.peephole))
+                    g_peep[1] = _accumulate(g_peep[1], _peephole_grad(dzf * c_prev, cfg.peephole))
+            if k > 0 or ctx.has_h0:
+                dh_rec = _recurrent_conv_backward(dz[k], hs[k], kernel, cfg, [True, False])
+        g_kernel = None
+        first = 0 if ctx.has_h0 else 1  # the first processed step without h0 has no recurrent conv
+        if ctx.needs_input_grad[1] and t > first:
+            n = (t - first) * b
+            h_in = hs[first:t].reshape(n, *hs.shape[2:])
+            dz_in = dz[first:t].reshape(n, *dz.shape[2:])
+            g_kernel = _recurrent_conv_backward(dz_in, h_in, kernel, cfg, [False, True])
+        g_h0 = None
+        if ctx.has_h0 and dh_rec is not None:
+            g_h0 = g_hs[0] + dh_rec
+        g_c0 = dc if ctx.has_c0 else None
+        g_zx = (dz.flip(0) if cfg.reverse else dz).reshape(t * b, *dz.shape[2:])
+        return g_zx, g_kernel, g_h0, g_c0, *g_peep, None
+
+
+def _recurrence_autograd(
+    zx: Tensor,
+    kernel: Tensor,
+    h0: Tensor | None,
+    c0: Tensor | None,
+    peepholes: tuple[Tensor | None, Tensor | None, Tensor | None],
+    cfg: _LoopConfig,
+) -> tuple[Tensor, Tensor]:
+    """:class:`_Recurrence`'s forward in plain differentiable ops, for torch.compile: dynamo cannot trace ``out=``
+    writes into strided views (it would fall back to eager for the whole model), and inductor derives and fuses the
+    backward itself. Returns the hidden states ``(B, T, F, *S')`` in processing order and ``c_T``."""
+    t, b, cl = cfg.steps, cfg.batch, cfg.channels_last
+    act, rec = ACTIVATIONS[cfg.activation], RECURRENT_ACTIVATIONS[cfg.recurrent_activation]
+    peep = _peephole_views(peepholes, cfg, zx)
+    # unbind, not zx[k]: the backward of one unbind is one stack, that of T selects T zero-filled buffers summed.
+    zxs = zx.view(t, b, *zx.shape[1:]).unbind(0)
+    h, c = h0, c0
+    hs: list[Tensor] = []
+    for k in range(t):
+        z = zxs[t - 1 - k if cfg.reverse else k]
+        if h is not None:
+            z = z + _recurrent_conv(h, kernel, cfg)
+        zi, zf, zg, zo = _split_channels(z, 4, cl)
+        if peep is not None and c is not None:
+            zi, zf = torch.addcmul(zi, peep[0], c), torch.addcmul(zf, peep[1], c)
+        c = rec(zi) * act(zg) if c is None else torch.addcmul(rec(zi) * act(zg), rec(zf), c)
+        if peep is not None:
+            zo = torch.addcmul(zo, peep[2], c)
+        h = rec(zo) * act(c)
+        hs.append(h)
+    assert c is not None
+    if not cl:
+        return torch.stack(hs, dim=1), c
+    # Batch-major, each frame channels-last dense (what the caller's loss and the next layer's input conv read).
+    return torch.stack([h.movedim(1, -1) for h in hs], dim=1).movedim(-1, 2), c
+
+
+def _accumulate(total: Tensor | None, value: Tensor) -> Tensor:
+    return value if total is None else total + value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,8 +537,9 @@ class ConvLSTMLayer(nn.Module):
             else:
                 setattr(self, f"peephole_{g}", nn.Parameter(torch.empty(peephole_shape, **factory)))
         self._conv = _CONV[self.rank]
-        self._act = ACTIVATIONS[spec.activation]
-        self._rec = RECURRENT_ACTIVATIONS[spec.recurrent_activation]
+        # False: the time loop is :class:`_Recurrence` (hand-written backward, the fast eager path). True: plain
+        # differentiable ops (double backward, forward-mode AD, torch.func); torch.compile always takes the latter.
+        self.autograd_loop = False
         self._rec_padding, self._rec_pre_pad = _split_padding(spec.recurrent_padding())
         # oneDNN's (and cuDNN's) fast convolutions are channels-last: NCHW tensors are reordered at every call.
         # Measured on a 2-core Zen 5, float32, input conv of 'radar' (40x16x25x25 -> 256, k3): 61 GFLOP/s NCHW
@@ -274,83 +595,45 @@ class ConvLSTMLayer(nn.Module):
             dilation=self.spec.dilation_rate,
         )
 
-    def recurrent_conv(self, h: Tensor) -> Tensor:
-        """Recurrent convolution (stride 1, 'same', dilation 1): ``(B, F, *S')`` -> ``(B, 4F, *S')``."""
-        if self._rec_pre_pad is not None:
-            h = F.pad(h, self._rec_pre_pad)
-        return self._conv(h, self.recurrent_kernel, None, padding=self._rec_padding)
-
-    def _peepholes(self) -> tuple[Tensor, Tensor, Tensor] | None:
-        """Peephole weights shaped to broadcast against ``(B, F, *S')``, or None."""
-        if self.peephole_i is None:
-            return None
-        if self.spec.peephole == "channel":
-            shape = (self.filters,) + (1,) * self.rank
-            return self.peephole_i.view(shape), self.peephole_f.view(shape), self.peephole_o.view(shape)
-        return self.peephole_i, self.peephole_f, self.peephole_o
-
-    def step(
-        self,
-        zx: Tensor,
-        h: Tensor | None,
-        c: Tensor | None,
-        peepholes: tuple[Tensor, Tensor, Tensor] | None,
-    ) -> State:
-        """One time step. ``zx``: the step's input-conv pre-activation with bias ``(B, 4F, *S')``.
-
-        ``h``, ``c``: previous state ``(B, F, *S')``, or None for a zero state (both or neither).
-        ``peepholes``: from :meth:`_peepholes`. Returns ``(h_t, c_t)``, each ``(B, F, *S')``.
-        """
-        act, rec = self._act, self._rec
-        z = zx if h is None else zx + self.recurrent_conv(h)
-        zi, zf, zc, zo = _split_channels(z, 4, self._channels_last)
-        if peepholes is not None and c is not None:
-            zi = zi + peepholes[0] * c
-            zf = zf + peepholes[1] * c
-        i_t = rec(zi)
-        g_t = act(zc)
-        if c is None:
-            c_t = i_t * g_t
-        else:
-            c_t = rec(zf) * c + i_t * g_t
-        if peepholes is not None:
-            zo = zo + peepholes[2] * c_t
-        h_t = rec(zo) * act(c_t)
-        return h_t, c_t
-
     def forward(self, x: Tensor, state: State | None = None, reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """Run the layer over a sequence.
 
         ``x``: ``(B, T, C_in, *S)``; ``state``: ``(h0, c0)`` each ``(B, F, *S')`` or None (zeros).
         ``reverse``: process t = T-1 ... 0 (Keras ``go_backwards``); the output sequence is in
-        processing order. Returns ``(sequence (B, T, F, *S'), h_T (B, F, *S'), c_T (B, F, *S'))``.
+        processing order. Returns ``(sequence (B, T, F, *S'), h_T (B, F, *S'), c_T (B, F, *S'))``; the
+        sequence is a view of a time-major buffer (memory ``(T, B, F, *S')``, channels-last for 2-D/3-D).
         """
         b, t = x.shape[:2]
-        frames = x.reshape(b * t, *x.shape[2:])
-        h, c = (None, None) if state is None else state
-        if self._memory_format is not None:
-            frames = frames.contiguous(memory_format=self._memory_format)
-            if h is not None:
-                h = h.contiguous(memory_format=self._memory_format)
-        zx = self.input_conv(frames)
-        # unbind, not zx[:, s]: the backward of T selects is T zero-filled (B, T, 4F, *S') tensors summed,
-        # the backward of unbind one stack (in-process A/B, train step: radar eager 393 -> 362 ms,
-        # small eager 41 -> 36 ms, small compiled 22.8 -> 20.2 ms).
-        zx = _unbind_time(zx, b, t, self._channels_last)
-        peepholes = self._peepholes()
-        outputs = []
-        for s in (range(t - 1, -1, -1) if reverse else range(t)):
-            h, c = self.step(zx[s], h, c, peepholes)
-            outputs.append(h)
-        assert h is not None and c is not None
-        return _stack_time(outputs, self._channels_last), h, c
+        zx = self.input_conv(_time_major_frames(x, self._channels_last))
+        h0, c0 = (None, None) if state is None else state
+        if self._memory_format is not None and c0 is not None:
+            h0 = h0.contiguous(memory_format=self._memory_format)
+            c0 = c0.contiguous(memory_format=self._memory_format)
+        cfg = _LoopConfig(
+            t,
+            b,
+            bool(reverse),
+            self.spec.activation,
+            self.spec.recurrent_activation,
+            self._rec_padding,
+            self._rec_pre_pad,
+            self._channels_last,
+            self.spec.peephole,
+        )
+        peepholes = (self.peephole_i, self.peephole_f, self.peephole_o)
+        if self.autograd_loop or torch.compiler.is_compiling():
+            seq, c = _recurrence_autograd(zx, self.recurrent_kernel, h0, c0, peepholes, cfg)
+            return seq, seq[:, t - 1], c
+        hs, c = _Recurrence.apply(zx, self.recurrent_kernel, h0, c0, *peepholes, cfg)
+        return hs[1:].transpose(0, 1), hs[t], c
 
 
 class ConvLSTM(nn.Module):
     """A stack of :class:`ConvLSTMLayer` built from a :class:`~implementations.spec.StackSpec`.
 
     ``state_spatials``: per layer, the state's spatial shape S' (needed only by 'full'
-    peepholes; entries may be None otherwise). Channels-first throughout.
+    peepholes; entries may be None otherwise). Channels-first throughout. The backward of the time loop is
+    hand-written and first-order only: call :meth:`use_autograd_loop` for double backward or ``torch.func``.
     """
 
     def __init__(
@@ -377,6 +660,14 @@ class ConvLSTM(nn.Module):
             )
             for i, layer in enumerate(spec.layers)
         )
+
+    def use_autograd_loop(self, enabled: bool = True) -> ConvLSTM:
+        """Run every layer's time loop in plain differentiable ops (``enabled``) or with the hand-written backward
+        (the default, faster in eager mode). The former supports double backward (``create_graph=True``, e.g.
+        gradient penalties), forward-mode AD and ``torch.func`` transforms. Returns the module."""
+        for layer in self.layers:
+            layer.autograd_loop = bool(enabled)
+        return self
 
     @classmethod
     def from_weights(

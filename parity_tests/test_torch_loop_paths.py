@@ -1,0 +1,110 @@
+"""The torch module's two time-loop paths give the same numbers.
+
+Eager mode runs the time loop as a ``torch.autograd.Function`` with a hand-written backward (the fast path);
+``ConvLSTM.use_autograd_loop()`` and torch.compile run it in plain differentiable ops instead (dynamo cannot
+trace the Function's ``out=`` writes into strided views, and inductor derives the backward itself; double backward
+needs a differentiable backward). The Function path is checked against finite differences in test_gradients;
+here the other path is checked against it, and against the float64 reference, in float64 (so the float64 entries
+of the tolerance table apply).
+
+Each compiled case costs one inductor compile (~10-20 s on 2 cores), so only three cases, chosen to cover every
+branch of the loop: peepholes with a 'valid' first layer, an initial state, go_backwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from implementations import reference
+from implementations.tolerances import compare, tolerance
+
+from .cases import CASES_BY_ID, GRAD_CASE_IDS
+
+COMPILE_CASE_IDS = ["peephole_full_valid", "initial_state_2layers", "go_backwards_2layers"]
+
+
+def _torch():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    from implementations import torch_impl
+
+    return torch, torch_impl
+
+
+def _runner(case, *, autograd_loop: bool = False, compiled: bool = False):
+    torch, torch_impl = _torch()
+    runner = torch_impl.Runner(case.weights("float64"), dtype="float64", device="cpu")
+    runner.module.use_autograd_loop(autograd_loop)
+    if compiled:
+        # The compiled wrapper forwards attribute access (canonical_parameters ...) to the module it wraps.
+        runner.module = torch.compile(runner.module, dynamic=False)
+    return runner
+
+
+def _check(what: str, case_id: str, actual: dict, expected: dict, quantity: str) -> None:
+    tol = tolerance(quantity, "float64")
+    assert sorted(actual) == sorted(expected), f"{case_id}: {what} keys {sorted(actual)} != {sorted(expected)}"
+    bad = [c.describe() for c in (compare(k, actual[k], expected[k], tol) for k in expected) if not c.passed]
+    assert not bad, f"{case_id}: {what} ({tol.reason}):\n  " + "\n  ".join(bad)
+
+
+def _check_paths(case_id: str, candidate, label: str) -> None:
+    """``candidate``'s forward against the float64 reference, its loss and gradients against the Function path."""
+    case = CASES_BY_ID[case_id]
+    x, kwargs = case.inputs("float64"), case.run_kwargs("float64")
+    got = candidate.forward(x, **kwargs)
+    ref = reference.forward(case.weights("float64"), x, **kwargs)
+    _check(f"{label} forward vs float64 reference", case_id, got.tensors(), ref.tensors(), "forward")
+    probe = case.probe()
+    want = _runner(case).value_and_grad(x, probe, **kwargs)
+    have = candidate.value_and_grad(x, probe, **kwargs)
+    _check(f"{label} loss and gradients vs the hand-written backward", case_id,
+           {"loss": have.loss} | have.grads, {"loss": want.loss} | want.grads, "grad")
+
+
+@pytest.mark.parametrize("case_id", GRAD_CASE_IDS)
+def test_autograd_loop_matches_reference_and_function(case_id):
+    _check_paths(case_id, _runner(CASES_BY_ID[case_id], autograd_loop=True), "autograd loop")
+
+
+@pytest.mark.parametrize("case_id", COMPILE_CASE_IDS)
+def test_compiled_module_matches_reference_and_function(case_id):
+    _check_paths(case_id, _runner(CASES_BY_ID[case_id], compiled=True), "torch.compile")
+
+
+def _double_backward_setup(case):
+    torch, _ = _torch()
+    runner = _runner(case)
+    x = torch.from_numpy(np.moveaxis(case.inputs("float64"), -1, 2).copy())
+    return torch, runner.module, x
+
+
+def test_double_backward_needs_the_autograd_loop():
+    case = CASES_BY_ID["peephole_channel"]
+    torch, module, x = _double_backward_setup(case)
+    kernel = module.layers[0].recurrent_kernel
+
+    def penalty():
+        (g,) = torch.autograd.grad(module(x)[0].square().sum(), kernel, create_graph=True)
+        return g.square().sum()
+
+    with pytest.raises(RuntimeError, match="use_autograd_loop"):
+        penalty()
+    module.use_autograd_loop()
+    # d penalty / d kernel along a random direction, against a central difference of the penalty.
+    (analytic,) = torch.autograd.grad(penalty(), kernel)
+    direction = torch.from_numpy(np.random.default_rng(5).standard_normal(tuple(kernel.shape)))
+    eps = 1e-5
+    with torch.no_grad():
+        kernel.add_(eps * direction)
+    plus = float(penalty().detach())
+    with torch.no_grad():
+        kernel.sub_(2 * eps * direction)
+    minus = float(penalty().detach())
+    fd = (plus - minus) / (2 * eps)
+    got = float((analytic * direction).sum())
+    tol = tolerance("grad_fd", "float64")
+    assert abs(got - fd) <= tol.atol + tol.rtol * abs(fd), (
+        f"second derivative along a direction: analytic {got!r}, finite difference {fd!r}, "
+        f"max-abs-diff {abs(got - fd):.3e} ({tol.reason})"
+    )
