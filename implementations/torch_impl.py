@@ -244,7 +244,7 @@ def torch_to_canonical(name: str, array: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 class _LoopConfig(NamedTuple):
-    """What :class:`_Recurrence` needs besides tensors (hashable, so torch.compile treats it as a constant)."""
+    """What the time loop needs besides tensors (static per layer and call)."""
 
     steps: int
     batch: int
@@ -600,8 +600,9 @@ class ConvLSTMLayer(nn.Module):
 
         ``x``: ``(B, T, C_in, *S)``; ``state``: ``(h0, c0)`` each ``(B, F, *S')`` or None (zeros).
         ``reverse``: process t = T-1 ... 0 (Keras ``go_backwards``); the output sequence is in
-        processing order. Returns ``(sequence (B, T, F, *S'), h_T (B, F, *S'), c_T (B, F, *S'))``; the
-        sequence is a view of a time-major buffer (memory ``(T, B, F, *S')``, channels-last for 2-D/3-D).
+        processing order. Returns ``(sequence (B, T, F, *S'), h_T (B, F, *S'), c_T (B, F, *S'))``. In eager mode
+        the sequence is a view of a time-major buffer (memory ``(T, B, F, *S')``, channels-last for 2-D/3-D); with
+        :attr:`autograd_loop` or under torch.compile it is batch-major (each frame channels-last for 2-D/3-D).
         """
         b, t = x.shape[:2]
         zx = self.input_conv(_time_major_frames(x, self._channels_last))
