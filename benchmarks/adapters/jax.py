@@ -110,12 +110,14 @@ class JaxModel(common.Model):
         steps = workload.steps
         if variant in ("jax", "jax-scan"):
             self.unroll: Any = "full" if variant == "jax" else 1
+            self.backward_chunk = jax_impl.resolve_backward_chunk("auto", self._dev.platform)
             params = jax_impl.params_from_weights(weights, jdtype)
-            apply = functools.partial(self._apply_ours, spec, self.unroll, self.precision)
+            apply = functools.partial(self._apply_ours, spec, self.unroll, self.precision, self.backward_chunk)
         else:
             from implementations.interop import to_flax
 
             self.unroll = steps if variant == "flax-linen" else 1
+            self.backward_chunk = None
             module = linen_stack(spec, self.unroll, jdtype)
             params = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=jdtype), to_flax(weights)["params"])
             # The tree must be exactly what flax itself creates for this module.
@@ -140,10 +142,12 @@ class JaxModel(common.Model):
         self.workload_probe = common.conv_probe(workload, self.device_kind)
 
     @staticmethod
-    def _apply_ours(spec: Any, unroll: Any, precision: str, params: Any, x: Any) -> Any:
+    def _apply_ours(spec: Any, unroll: Any, precision: str, backward_chunk: int | None, params: Any, x: Any) -> Any:
         from implementations import jax_impl
 
-        seq, _, _ = jax_impl.convlstm_apply(spec, params, x, unroll=unroll, precision=precision)
+        seq, _, _ = jax_impl.convlstm_apply(
+            spec, params, x, unroll=unroll, precision=precision, backward_chunk=backward_chunk
+        )
         return seq
 
     def _precision_scope(self) -> Any:
@@ -200,6 +204,7 @@ class JaxModel(common.Model):
         return {
             "jit": True,
             "unroll": self.unroll,
+            "backward_chunk": self.backward_chunk,
             "precision": self.precision,
             "optimizer": f"optax.sgd({common.LEARNING_RATE})",
             "donate": self.device_kind != "cpu",

@@ -1,0 +1,85 @@
+"""The JAX core's two gradient-convolution paths give the same numbers.
+
+On a CPU the JAX runner defaults to ``backward_chunk="auto"`` = ``jax_impl.CPU_BACKWARD_CHUNK`` images per
+gradient convolution (a ``jax.custom_vjp`` around each convolution; XLA's CPU gradient convolutions run
+faster on a few images at a time), and that path is what test_gradients checks against finite differences.
+The small test cases have B <= 4, so there only the hoisted input convolution (T*B frames) is chunked. Here
+``backward_chunk=1`` chunks every convolution (the recurrent ones too) and is checked on every gradient case
+against the float64 reference's finite differences; ``backward_chunk=None`` (plain ``lax`` autodiff, the
+default on GPUs) chunks none and is checked element-wise against it on three cases that cover every branch of
+the loop (peepholes with a 'valid' layer, an initial state, go_backwards): each JAX runner costs a compile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from implementations.tolerances import compare, tolerance
+
+from .cases import CASES_BY_ID, GRAD_CASE_IDS
+from .test_gradients import finite_differences
+
+GRAD_CASES = [CASES_BY_ID[i] for i in GRAD_CASE_IDS]
+PLAIN_CASE_IDS = ["peephole_full_valid", "initial_state_2layers", "go_backwards_2layers"]
+
+
+def _jax_impl():
+    pytest.importorskip("jax", reason="jax is not installed")
+    pytest.importorskip("flax", reason="flax is not installed")
+    from implementations import jax_impl
+
+    return jax_impl
+
+
+_GRADS: dict[tuple[str, int | None], object] = {}
+
+
+def _grads(case, chunk):
+    """The JAX runner's float64 loss and gradients with ``backward_chunk=chunk`` (cached: a compile each)."""
+    if (case.id, chunk) in _GRADS:
+        return _GRADS[case.id, chunk]
+    runner = _jax_impl().Runner(case.weights("float64"), dtype="float64", device="cpu", backward_chunk=chunk)
+    assert runner.backward_chunk == chunk
+    kwargs = case.run_kwargs("float64")
+    _GRADS[case.id, chunk] = runner.value_and_grad(case.inputs("float64"), case.probe(), **kwargs)
+    return _GRADS[case.id, chunk]
+
+
+def _check(what: str, case_id: str, actual: dict, expected: dict, quantity: str) -> None:
+    tol = tolerance(quantity, "float64")
+    assert sorted(actual) == sorted(expected), f"{case_id}: {what} keys {sorted(actual)} != {sorted(expected)}"
+    bad = [c.describe() for c in (compare(k, actual[k], expected[k], tol) for k in expected) if not c.passed]
+    assert not bad, f"{case_id}: {what} ({tol.reason}):\n  " + "\n  ".join(bad)
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: c.id)
+def test_fully_chunked_gradients_match_finite_differences(case):
+    ref_loss, directions, fd = finite_differences(case)
+    result = _grads(case, 1)
+    actual = {"loss": np.array(result.loss)} | {k: np.array(np.sum(result.grads[k] * d)) for k, d in directions.items()}
+    expected = {"loss": np.array(ref_loss)} | {k: np.array(v) for k, v in fd.items()}
+    _check("backward_chunk=1: gradient . direction vs finite difference", case.id, actual, expected, "grad_fd")
+
+
+@pytest.mark.parametrize("case_id", PLAIN_CASE_IDS)
+def test_plain_autodiff_matches_fully_chunked(case_id):
+    case = CASES_BY_ID[case_id]
+    chunked, plain = _grads(case, 1), _grads(case, None)
+    _check("backward_chunk=None vs 1, loss", case_id, {"loss": np.array(plain.loss)},
+           {"loss": np.array(chunked.loss)}, "grad")
+    _check("backward_chunk=None vs 1, element-wise", case_id, plain.grads, chunked.grads, "grad")
+
+
+def test_backward_chunk_setting_is_checked_and_resolved():
+    jax_impl = _jax_impl()
+    assert jax_impl.resolve_backward_chunk("auto", "cpu") == jax_impl.CPU_BACKWARD_CHUNK
+    assert jax_impl.resolve_backward_chunk("auto", "gpu") is None
+    assert jax_impl.resolve_backward_chunk(None) is None
+    assert jax_impl.resolve_backward_chunk(3) == 3
+    for bad in (0, -2, True, 2.0, "4", "full"):
+        with pytest.raises(jax_impl.api.InputError, match="backward_chunk: expected"):
+            jax_impl.resolve_backward_chunk(bad)
+    weights = CASES_BY_ID[GRAD_CASE_IDS[0]].weights("float32")
+    with pytest.raises(jax_impl.api.InputError, match="found 0"):
+        jax_impl.Runner(weights, device="cpu", backward_chunk=0)
