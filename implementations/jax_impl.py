@@ -24,16 +24,18 @@ unrolled program (10-16x on the 2-core dev box: 'small' 440 vs 46 ms, 'radar' 15
 and the forward pass is no slower unrolled (12 vs 17 ms, 260 vs 304 ms). Compile time grows with T
 (a few seconds for the suite's workloads, T <= 10). Pass ``unroll=1`` (or a small int) for long sequences.
 
-Backward chunking (``backward_chunk``, default ``"auto"``): on a CPU each convolution's backward pass runs the
-input- and kernel-gradient convolutions on :data:`CPU_BACKWARD_CHUNK` (4) images at a time and sums the kernel
-gradients (a ``jax.custom_vjp`` around the convolution; the forward convolution stays one call). XLA's CPU
-gradient convolutions slow down with the batch: on the 2-core dev box the backward of the ``radar`` recurrent
-conv (25x25, 64 -> 256, k3) ran at 97 GFLOP/s on 40 images in one call and 132-152 in chunks of 1-4, that of a
-hoisted ``moving_mnist`` input conv (160 images) at 62-122 against 150-190, while the forward conv runs at ~200
-either way. Training steps measured 13-17 % faster on ``radar`` (461 vs 559 ms median in one process) and 22-26 %
-on ``moving_mnist``, level on ``small``; compile time grows by ~15 % (``moving_mnist``: 14.5 -> 16.9 s). On GPUs
-``"auto"`` means None (plain ``lax`` autodiff; cuDNN wants the whole batch). The custom VJP is reverse-mode only:
-pass ``backward_chunk=None`` for forward-mode AD (``jax.jvp``, ``jax.jacfwd``); second-order reverse mode works.
+Backward chunking (``backward_chunk``, default ``"auto"``): on a CPU the backward pass of each layer's hoisted
+input convolution (T*B frames) runs its input- and kernel-gradient convolutions on :data:`CPU_BACKWARD_CHUNK` (4)
+frames at a time and sums the kernel gradients (a ``jax.custom_vjp`` around the convolution; the forward
+convolution stays one call). XLA's CPU gradient convolutions slow down with the batch: on the 2-core dev box the
+backward of a ``radar``-sized conv (25x25, 64 -> 256, k3) ran at 97 GFLOP/s on 40 frames in one call and 132-152
+in chunks of 1-4, that of a hoisted ``moving_mnist`` input conv (160 frames) at 62-122 against 150-190, while the
+forward conv runs at ~200 either way. ``moving_mnist`` training measured 6079 -> 5240 ms (median, one process),
+``radar`` 938 -> 880 (a loaded machine), ``small`` level; compile time grows by ~15 %. Chunking the per-step
+recurrent convolutions too was ~2 % faster still, but XLA then kept every step's partial kernel gradients alive
+(``moving_mnist`` temporaries 377 -> 482 MB instead of 384), so they are not chunked. On GPUs ``"auto"`` means
+None (plain ``lax`` autodiff; cuDNN wants the whole batch). The custom VJP is reverse-mode only: pass
+``backward_chunk=None`` for forward-mode AD (``jax.jvp``, ``jax.jacfwd``); second-order reverse mode works.
 
 Float64: JAX computes in float32 unless ``jax_enable_x64`` is set. A ``Runner(..., dtype="float64")``
 therefore calls ``jax.config.update("jax_enable_x64", True)`` -- a process-wide side effect, done
@@ -275,22 +277,18 @@ def layer_step(
     h: jax.Array | None,
     c: jax.Array | None,
     precision: str | lax.Precision | None = DEFAULT_PRECISION,
-    backward_chunk: int | None = None,
 ) -> State:
     """One time step given the input-conv pre-activation ``zx`` (B, *S', 4F), bias included.
 
     ``h``, ``c``: previous state (B, *S', F), or both None for a zero state (the recurrent conv and
     the i/f peephole terms are then exactly 0 and skipped). Returns ``(h_t, c_t)``, each (B, *S', F).
-    ``backward_chunk``: see :func:`conv_nd` (already resolved: an int or None).
     """
     act = _ACTIVATIONS[layer.activation]
     rec = _RECURRENT_ACTIVATIONS[layer.recurrent_activation]
     ones = (1,) * layer.rank
     z = zx
     if h is not None:
-        z = z + conv_nd(
-            h, params["recurrent_kernel"], ones, ones, layer.recurrent_padding(), precision, backward_chunk
-        )
+        z = z + conv_nd(h, params["recurrent_kernel"], ones, ones, layer.recurrent_padding(), precision)
     zi, zf, zc, zo = jnp.split(z, 4, axis=-1)
     if layer.peephole is not None and c is not None:
         zi = zi + params["peephole_i"] * c
@@ -318,9 +316,9 @@ def layer_apply(
 
     ``state``: initial ``(h0, c0)``, each (B, *S', F); zeros when None. The input convolution runs
     once over all T*B frames (reshaped to (T*B, *S, C)); ``lax.scan`` (with ``unroll``) runs the
-    recurrent part. ``backward_chunk``: see the module docstring. Returns ``(sequence (T, B, *S', F), h_T, c_T)``.
+    recurrent part. ``backward_chunk`` (see the module docstring) applies to the input convolution's gradient.
+    Returns ``(sequence (T, B, *S', F), h_T, c_T)``.
     """
-    chunk = resolve_backward_chunk(backward_chunk)
     t, b, *spatial, c_in = frames.shape
     zx = conv_nd(
         frames.reshape(t * b, *spatial, c_in),
@@ -329,7 +327,7 @@ def layer_apply(
         layer.dilation_rate,
         layer.input_padding(spatial),
         precision,
-        chunk,
+        resolve_backward_chunk(backward_chunk),
     )
     if layer.use_bias:
         zx = zx + params["bias"]
@@ -337,13 +335,13 @@ def layer_apply(
     first = None
     if state is None:
         # From a zero state the first step needs no recurrent conv: run it before the scan.
-        state = layer_step(layer, params, zx[0], None, None, precision, chunk)
+        state = layer_step(layer, params, zx[0], None, None, precision)
         first, zx = state[0], zx[1:]
         if t == 1:
             return first[None], state[0], state[1]
 
     def step(carry: State, zx_t: jax.Array) -> tuple[State, jax.Array]:
-        h_t, c_t = layer_step(layer, params, zx_t, carry[0], carry[1], precision, chunk)
+        h_t, c_t = layer_step(layer, params, zx_t, carry[0], carry[1], precision)
         return (h_t, c_t), h_t
 
     strategy = _check_unroll(unroll)

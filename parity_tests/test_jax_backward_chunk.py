@@ -1,13 +1,13 @@
-"""The JAX core's two gradient-convolution paths give the same numbers.
+"""The JAX core's two paths for the input convolution's gradient give the same numbers.
 
-On a CPU the JAX runner defaults to ``backward_chunk="auto"`` = ``jax_impl.CPU_BACKWARD_CHUNK`` images per
-gradient convolution (a ``jax.custom_vjp`` around each convolution; XLA's CPU gradient convolutions run
-faster on a few images at a time), and that path is what test_gradients checks against finite differences.
-The small test cases have B <= 4, so there only the hoisted input convolution (T*B frames) is chunked. Here
-``backward_chunk=1`` chunks every convolution (the recurrent ones too) and is checked on every gradient case
-against the float64 reference's finite differences; ``backward_chunk=None`` (plain ``lax`` autodiff, the
-default on GPUs) chunks none and is checked element-wise against it on three cases that cover every branch of
-the loop (peepholes with a 'valid' layer, an initial state, go_backwards): each JAX runner costs a compile.
+On a CPU the JAX runner defaults to ``backward_chunk="auto"`` = ``jax_impl.CPU_BACKWARD_CHUNK`` frames per
+gradient convolution of each layer's hoisted input convolution (a ``jax.custom_vjp``; XLA's CPU gradient
+convolutions run faster on a few images at a time), and that path is what test_gradients checks against finite
+differences; the test cases have T*B of 2-8 frames, so most are split in two and the two with B = 1 not at all. Here
+``backward_chunk=1`` (one frame per chunk, so every case is split) is checked on every gradient case against the
+float64 reference's finite differences; ``backward_chunk=None`` (plain ``lax`` autodiff, the default on GPUs) is
+checked element-wise against it on three cases that cover every branch of the loop (peepholes with a 'valid'
+layer, an initial state, go_backwards): each JAX runner costs a compile.
 """
 
 from __future__ import annotations
