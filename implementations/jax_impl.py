@@ -86,7 +86,7 @@ __all__ = [
 DEFAULT_UNROLL: bool | int | str = "full"
 #: Convolution precision used when none is given (see the module docstring).
 DEFAULT_PRECISION = "highest"
-#: Images per gradient convolution on the CPU when ``backward_chunk="auto"`` (see the module docstring).
+#: Frames per gradient convolution of a hoisted input conv on the CPU when ``backward_chunk="auto"`` (module docstring).
 CPU_BACKWARD_CHUNK = 4
 #: Backward-chunk setting used when none is given: :data:`CPU_BACKWARD_CHUNK` on CPU, None elsewhere.
 DEFAULT_BACKWARD_CHUNK = "auto"
@@ -97,7 +97,7 @@ LayerParams = Mapping[str, jax.Array]
 State = tuple[jax.Array, jax.Array]
 #: Loop strategy: ``True``/``"full"`` (full unroll), ``False`` (= 1) or an int >= 1 steps per iteration.
 Unroll = bool | int | str
-#: Backward chunking: ``"auto"``, None (off) or an int >= 1 images per gradient convolution.
+#: Backward chunking of the input convs: ``"auto"``, None (off) or an int >= 1 frames per gradient convolution.
 BackwardChunk = int | str | None
 
 _PRECISIONS = {
@@ -568,8 +568,8 @@ class Runner(api.Runner):
     ``device``: None (``jax.devices()[0]``), a jax Device, or a string such as ``"cuda:0"``.
     ``unroll``: the time-loop strategy (default :data:`DEFAULT_UNROLL`, full unroll).
     ``precision``: float32 convolution precision, ``"highest"`` (default), ``"high"`` or ``"default"``.
-    ``backward_chunk``: images per gradient convolution; ``"auto"`` (default) resolves against ``device``
-    (:data:`CPU_BACKWARD_CHUNK` on a CPU, None elsewhere).
+    ``backward_chunk``: frames per gradient convolution of each hoisted input convolution; ``"auto"`` (default)
+    resolves against ``device`` (:data:`CPU_BACKWARD_CHUNK` on a CPU, None elsewhere).
     """
 
     framework = "jax"
