@@ -526,6 +526,13 @@ class Model:
         """Peak bytes of the framework's device allocator in this process; None on the CPU."""
         return None
 
+    def live_train_bytes(self) -> tuple[int, str]:
+        """Live tensor memory of one training step, in bytes, and how it was measured (``benchmarks.live_memory``).
+
+        Call after a warm-up step. NotImplementedError where the framework exposes no such figure on the device.
+        """
+        raise NotImplementedError(f"{self.variant}: no live-tensor memory figure for this framework")
+
     def first_weight(self) -> np.ndarray:  # pragma: no cover - abstract
         """A host copy of one trainable weight array (to check that training updates the weights)."""
         raise NotImplementedError

@@ -396,3 +396,26 @@ def test_real_run_on_tiny(tmp_path, ours, peer, framework):
     assert f"{ours}/tiny/forward/float32" in data["env_cases"] and f"{peer}/tiny/train/float32" in data["env_cases"]
     assert data["env_variant"]["device"] and data["env_variant"]["versions"]
 
+
+
+def test_live_memory_tool_on_tiny(tmp_path):
+    """``python -m benchmarks.live_memory``: a figure per torch/JAX variant that holds at least half the spec's
+    activations (a step keeps them for its backward pass), Keras an n/a with the reason, the JSON written."""
+    variants = ["torch", "jax", "flax-linen", "keras-tf"]
+    out = tmp_path / "live.json"
+    code = f"from benchmarks import live_memory; live_memory.main(['--workload', 'tiny', '--variants', "\
+           f"{','.join(variants)!r}, '--json', {str(out)!r}])"
+    proc = _python(code, {"TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
+    assert sorted(results) == sorted(variants)
+    spec = common.predicted_activation_bytes("tiny", "float32")
+    for v, r in results.items():
+        missing = common.missing_packages(v)
+        if missing or v == "keras-tf":
+            assert r["skip"], r
+            continue
+        assert r["spec_bytes"] == spec
+        assert 0.5 * spec <= r["live_bytes"] <= 20 * spec, r
+        assert r["ratio"] == pytest.approx(r["live_bytes"] / spec)
+        assert r["method"], r

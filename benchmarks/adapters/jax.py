@@ -177,6 +177,17 @@ class JaxModel(common.Model):
         leaf = self.jax.tree_util.tree_leaves(self.params)[0]
         return np.asarray(self.jax.device_get(leaf)).astype(np.float32)
 
+    def live_train_bytes(self) -> tuple[int, str]:
+        """XLA's temporaries of the compiled training step (``memory_analysis().temp_size_in_bytes``): saved
+        activations and every intermediate; the arguments (weights, input, target) and outputs (new weights,
+        loss, output sequence) are not counted."""
+        with self._precision_scope():
+            compiled = self._train.lower(self.params, self.opt_state, self.x, self.target).compile()
+        analysis = compiled.memory_analysis()
+        if analysis is None:
+            raise NotImplementedError(f"{self.variant}: this XLA backend gives no memory analysis")
+        return int(analysis.temp_size_in_bytes), "XLA memory_analysis: temporaries of the compiled step"
+
     def device_peak_bytes(self) -> int | None:
         if self.device_kind == "cpu":
             return None

@@ -189,6 +189,37 @@ class TorchModel(common.Model):
             return None
         return int(self.torch.cuda.max_memory_allocated(self._device))
 
+    def live_train_bytes(self) -> tuple[int, str]:
+        """Peak of the ``torch.profiler`` memory timeline over one training step, minus its value at the start
+        (weights, input and target are live before the step and not counted; gradients, saved activations,
+        temporaries and the outputs are)."""
+        import json
+        import os
+        import tempfile
+        import warnings
+
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self._device.type == "cuda" else [])
+        with profile(activities=activities, profile_memory=True, record_shapes=True, with_stack=True) as prof:
+            self.train_step()
+            self.sync()
+        device = "cpu" if self._device.type == "cpu" else f"cuda:{self._device.index or 0}"
+        fd, path = tempfile.mkstemp(suffix=".raw.json")
+        os.close(fd)
+        try:
+            with warnings.catch_warnings():  # deprecated in favour of CUDA-only snapshots; the CPU has no other
+                warnings.simplefilter("ignore", FutureWarning)
+                prof.export_memory_timeline(path, device=device)
+            with open(path) as fh:
+                _times, sizes = json.load(fh)
+        finally:
+            os.unlink(path)
+        totals = [sum(row) for row in sizes]
+        if not totals:
+            raise NotImplementedError(f"{self.variant}: the profiler recorded no memory events on {device}")
+        return max(totals) - totals[0], "torch.profiler memory timeline: peak minus start of one step"
+
     def peak_gflops(self) -> dict[str, float]:
         return peak_gflops(self.torch, self._device, self._tdtype, self.device_kind, self.workload_probe)
 
