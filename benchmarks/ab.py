@@ -60,10 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per variant (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="write the raw per-process numbers here")
     args = parser.parse_args(argv)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = sorted(set(variants) - set(common.VARIANTS))
-    if unknown:
-        parser.error(f"unknown variant(s) {unknown}; expected some of {list(common.VARIANTS)}")
+    variants = common.variant_list(args.variants, parser)
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for r in range(args.rounds):
         for v in variants:

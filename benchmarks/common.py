@@ -44,6 +44,7 @@ Side file ``reports/asv/environment.json`` (``$BENCH_ENV_FILE`` overrides the pa
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import datetime
@@ -355,6 +356,15 @@ def spec_skip_reason(profile: Profile | None = None, **fixed: str) -> str | None
     if any(all(c[index[k]] == v for k, v in fixed.items()) for c in profile.combos):
         return None
     return f"no combination of the {profile.name!r} profile has {fixed}"
+
+
+def variant_list(text: str, parser: argparse.ArgumentParser) -> list[str]:
+    """A comma-separated variant list from a command line; ``parser.error`` (exit 2) names any unknown variant."""
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
+    return variants
 
 
 def get_workload(name: str) -> Workload:

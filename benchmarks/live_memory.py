@@ -47,10 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--json", type=Path, help="write the results here (atomically)")
     args = parser.parse_args(argv)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = sorted(set(variants) - set(common.VARIANTS))
-    if unknown:
-        parser.error(f"unknown variant(s) {unknown}; expected some of {list(common.VARIANTS)}")
+    variants = common.variant_list(args.variants, parser)
     spec_mb = common.predicted_activation_bytes(args.workload, args.dtype) / 1e6
     print(f"{args.workload} train {args.dtype}: live tensor memory of one step (MB); spec activations {spec_mb:.1f} MB")
     results = []
