@@ -685,7 +685,7 @@ class Case:
         self.model.sync()
 
 
-def _first_call(model: Model, mode: str) -> tuple[float, np.ndarray, float | None]:
+def first_call(model: Model, mode: str) -> tuple[float, np.ndarray, float | None]:
     """Time the very first call on the benchmark input; return (seconds, outputs to verify, first loss)."""
     if mode == "forward":
         t0 = time.perf_counter()
@@ -809,7 +809,7 @@ def prepare_case(
         raise NotImplementedError(f"{variant}: framework import failed: {exc}") from exc
     model.prepare(mode)
     before = model.first_weight() if mode == "train" else None
-    first, outputs, first_loss = _first_call(model, mode)
+    first, outputs, first_loss = first_call(model, mode)
     info = verify_case(weights, x, target, outputs, first_loss, dtype)
     # Warm up by count and by time: thread pools (OpenMP/oneDNN, Eigen) take a few hundred ms to settle.
     start, calls = time.perf_counter(), 0

@@ -419,3 +419,55 @@ def test_live_memory_tool_on_tiny(tmp_path):
         assert 0.5 * spec <= r["live_bytes"] <= 20 * spec, r
         assert r["ratio"] == pytest.approx(r["live_bytes"] / spec)
         assert r["method"], r
+
+
+def test_train_rss_tool_on_tiny(tmp_path):
+    """``python -m benchmarks.train_rss``: one fresh process per variant; RSS marks in order, the increase is the
+    peak over the build, a verified model, the JSON written; a variant without its framework is a skip."""
+    variants = ["torch", "jax"]
+    out = tmp_path / "rss.json"
+    code = f"from benchmarks import train_rss; train_rss.main(['--workload', 'tiny', '--variants', "\
+           f"{','.join(variants)!r}, '--json', {str(out)!r}])"
+    proc = _python(code, {"TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-4000:]
+    data = json.loads(out.read_text())
+    assert data["spec_bytes"] == common.predicted_activation_bytes("tiny", "float32")
+    results = {r["variant"]: r for r in data["results"]}
+    assert sorted(results) == sorted(variants)
+    for v, r in results.items():
+        if common.missing_packages(v):
+            assert r["skip"], r
+            continue
+        assert "error" not in r and "skip" not in r, r
+        assert r["import"] > 0 and r["build"] >= r["import"] * 0.9, r
+        assert r["peak"] >= r["build"] and r["increase"] == r["peak"] - r["build"], r
+        assert r["verify"]["max_abs_err"] <= r["verify"]["atol"], r
+        if sys.platform.startswith("linux"):
+            assert r["hwm_reset"] and r["warm_step"] >= 0 and r["warm_step_over_build"] is not None, r
+        if r["held_after_trim"] is not None:  # glibc
+            assert r["held_after_trim"] <= r["warm_step_over_build"], r
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM / clear_refs are Linux /proc features")
+def test_train_rss_high_water_mark_reset():
+    """The warm-step figure relies on resetting VmHWM: a freed 200 MiB array must stop counting after a reset."""
+    from benchmarks import train_rss
+
+    code = """
+        import numpy as np
+        from benchmarks import train_rss as t
+        a = np.ones(200 * 2**20 // 8); del a
+        before = t.read_status_bytes("VmHWM") - t.read_status_bytes("VmRSS")
+        ok = t.reset_high_water_mark()
+        after = t.read_status_bytes("VmHWM") - t.read_status_bytes("VmRSS")
+        print(before, ok, after)
+    """
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, ok, after = proc.stdout.split()
+    assert int(before) >= 150 * 2**20, proc.stdout
+    if ok == "True":
+        assert int(after) < 20 * 2**20, proc.stdout
+    else:
+        pytest.skip("/proc/self/clear_refs is not writable here")
+    assert train_rss.read_status_bytes("NoSuchField") is None
