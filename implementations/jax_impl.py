@@ -24,18 +24,21 @@ unrolled program (10-16x on the 2-core dev box: 'small' 440 vs 46 ms, 'radar' 15
 and the forward pass is no slower unrolled (12 vs 17 ms, 260 vs 304 ms). Compile time grows with T
 (a few seconds for the suite's workloads, T <= 10). Pass ``unroll=1`` (or a small int) for long sequences.
 
-Backward chunking (``backward_chunk``, default ``"auto"``): on a CPU the backward pass of each layer's hoisted
-input convolution (T*B frames) runs its input- and kernel-gradient convolutions on :data:`CPU_BACKWARD_CHUNK` (4)
-frames at a time and sums the kernel gradients (a ``jax.custom_vjp`` around the convolution; the forward
-convolution stays one call). XLA's CPU gradient convolutions slow down with the batch: on the 2-core dev box the
-backward of a ``radar``-sized conv (25x25, 64 -> 256, k3) ran at 97 GFLOP/s on 40 frames in one call and 132-152
-in chunks of 1-4, that of a hoisted ``moving_mnist`` input conv (160 frames) at 62-122 against 150-190, while the
-forward conv runs at ~200 either way. ``moving_mnist`` training measured 6079 -> 5240 ms (median, one process),
-``radar`` 938 -> 880 (a loaded machine), ``small`` level; compile time grows by ~15 %. Chunking the per-step
-recurrent convolutions too was ~2 % faster still, but XLA then kept every step's partial kernel gradients alive
-(``moving_mnist`` temporaries 377 -> 482 MB instead of 384), so they are not chunked. On GPUs ``"auto"`` means
-None (plain ``lax`` autodiff; cuDNN wants the whole batch). The custom VJP is reverse-mode only: pass
-``backward_chunk=None`` for forward-mode AD (``jax.jvp``, ``jax.jacfwd``); second-order reverse mode works.
+Backward chunking (``backward_chunk``, default ``"auto"``): on a CPU the backward pass of each layer's hoisted input
+convolution (T*B frames) runs its input- and kernel-gradient convolutions on :data:`CPU_BACKWARD_CHUNK` (4) frames at
+a time (``ceil(T*B / 16)`` when that is more: :data:`CPU_MAX_BACKWARD_CHUNKS`) and sums the kernel gradients (a
+``jax.custom_vjp`` around the convolution; the forward convolution stays one call). XLA's CPU gradient convolutions
+slow down with the batch: on the 2-core dev box the backward of a ``radar``-sized conv (25x25, 64 -> 256, k3) ran at
+97 GFLOP/s on 40 frames in one call and 132-152 in chunks of 1-4, that of a hoisted ``moving_mnist`` input conv (160
+frames) at 62-122 against 150-190, while the forward conv runs at ~200 either way. ``moving_mnist`` training measured
+6079 -> 5240 ms (median, one process), ``radar`` 938 -> 880 (a loaded machine), ``small`` level; compile time grows by
+~15 %. Chunking the per-step recurrent convolutions too was ~2 % faster still, but XLA then kept every step's partial
+kernel gradients alive (``moving_mnist`` temporaries 377 -> 482 MB instead of 384), so they are not chunked. Compile
+time and the compiler's memory grow with the number of chunks: ``moving_mnist``'s 160 frames in chunks of 4 compiled
+in 7.2 s with the process's RSS rising ~590 MiB during compilation, in chunks of 10 (the cap of 16 chunks) in 5.4 s
+and ~390 MiB (plain autodiff: 4.3 s, ~290 MiB) at the same step time (4800 ms). On GPUs ``"auto"`` means None (plain
+``lax`` autodiff; cuDNN wants the whole batch). The custom VJP is reverse-mode only: pass ``backward_chunk=None`` for
+forward-mode AD (``jax.jvp``, ``jax.jacfwd``); second-order reverse mode works.
 
 Float64: JAX computes in float32 unless ``jax_enable_x64`` is set. A ``Runner(..., dtype="float64")``
 therefore calls ``jax.config.update("jax_enable_x64", True)`` -- a process-wide side effect, done
@@ -67,6 +70,7 @@ from .weights import Weights, make_weights
 
 __all__ = [
     "CPU_BACKWARD_CHUNK",
+    "CPU_MAX_BACKWARD_CHUNKS",
     "DEFAULT_BACKWARD_CHUNK",
     "DEFAULT_PRECISION",
     "DEFAULT_UNROLL",
@@ -88,6 +92,9 @@ DEFAULT_UNROLL: bool | int | str = "full"
 DEFAULT_PRECISION = "highest"
 #: Frames per gradient convolution of a hoisted input conv on the CPU when ``backward_chunk="auto"`` (module docstring).
 CPU_BACKWARD_CHUNK = 4
+#: With ``"auto"`` on the CPU, at most this many chunks per input convolution: longer inputs get larger chunks
+#: (``ceil(frames / 16)``), as compile time and compile memory grow with the number of chunks.
+CPU_MAX_BACKWARD_CHUNKS = 16
 #: Backward-chunk setting used when none is given: :data:`CPU_BACKWARD_CHUNK` on CPU, None elsewhere.
 DEFAULT_BACKWARD_CHUNK = "auto"
 
@@ -155,16 +162,21 @@ def _dimension_numbers(rank: int) -> tuple[str, str, str]:
     return f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"
 
 
-def resolve_backward_chunk(chunk: BackwardChunk, platform: str | None = None) -> int | None:
+def resolve_backward_chunk(
+    chunk: BackwardChunk, platform: str | None = None, frames: int | None = None
+) -> int | None:
     """Normalise a backward-chunk setting to an int >= 1 or None (no chunking).
 
-    ``"auto"`` is :data:`CPU_BACKWARD_CHUNK` on the CPU platform (``platform``, default
-    ``jax.default_backend()``) and None elsewhere (GPU convolution kernels want the whole batch).
+    ``"auto"`` is None off the CPU platform (``platform``, default ``jax.default_backend()``; GPU convolution
+    kernels want the whole batch). On the CPU it is :data:`CPU_BACKWARD_CHUNK` frames, or, for a convolution
+    over ``frames`` images, ``max(CPU_BACKWARD_CHUNK, ceil(frames / CPU_MAX_BACKWARD_CHUNKS))``.
     """
     if chunk is None:
         return None
     if isinstance(chunk, str) and chunk == "auto":
-        return CPU_BACKWARD_CHUNK if (platform or jax.default_backend()) == "cpu" else None
+        if (platform or jax.default_backend()) != "cpu":
+            return None
+        return CPU_BACKWARD_CHUNK if frames is None else max(CPU_BACKWARD_CHUNK, -(-frames // CPU_MAX_BACKWARD_CHUNKS))
     if isinstance(chunk, (int, np.integer)) and not isinstance(chunk, (bool, np.bool_)) and chunk >= 1:
         return int(chunk)
     raise api.InputError(f"backward_chunk: expected 'auto', None or an int >= 1, found {chunk!r}")
@@ -327,7 +339,7 @@ def layer_apply(
         layer.dilation_rate,
         layer.input_padding(spatial),
         precision,
-        resolve_backward_chunk(backward_chunk),
+        resolve_backward_chunk(backward_chunk, frames=t * b),
     )
     if layer.use_bias:
         zx = zx + params["bias"]
@@ -569,7 +581,8 @@ class Runner(api.Runner):
     ``unroll``: the time-loop strategy (default :data:`DEFAULT_UNROLL`, full unroll).
     ``precision``: float32 convolution precision, ``"highest"`` (default), ``"high"`` or ``"default"``.
     ``backward_chunk``: frames per gradient convolution of each hoisted input convolution; ``"auto"`` (default)
-    resolves against ``device`` (:data:`CPU_BACKWARD_CHUNK` on a CPU, None elsewhere).
+    resolves against ``device`` (:func:`resolve_backward_chunk`: :data:`CPU_BACKWARD_CHUNK` frames, or more for long
+    inputs, on a CPU; None elsewhere).
     """
 
     framework = "jax"
@@ -590,7 +603,13 @@ class Runner(api.Runner):
         self._device = _resolve_device(device)
         self.unroll = _check_unroll(DEFAULT_UNROLL if unroll is None else unroll)
         self.precision = precision
-        self.backward_chunk = resolve_backward_chunk(backward_chunk, self._device.platform)
+        platform = self._device.platform
+        # "auto" stays "auto" (resolved per input size at trace time) where the device is on the default backend,
+        # which is what the trace-time resolution sees; otherwise it is resolved for the device now.
+        resolve_backward_chunk(backward_chunk)  # validate
+        if not (isinstance(backward_chunk, str) and platform == jax.default_backend()):
+            backward_chunk = resolve_backward_chunk(backward_chunk, platform)
+        self.backward_chunk = backward_chunk
         self.model = ConvLSTM.from_weights(
             weights,
             dtype=self._np_dtype,

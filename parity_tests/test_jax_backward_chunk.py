@@ -77,9 +77,55 @@ def test_backward_chunk_setting_is_checked_and_resolved():
     assert jax_impl.resolve_backward_chunk("auto", "gpu") is None
     assert jax_impl.resolve_backward_chunk(None) is None
     assert jax_impl.resolve_backward_chunk(3) == 3
+    # "auto" on a CPU: 4 frames a chunk, at most 16 chunks (larger chunks for long inputs); ints are taken as given.
+    assert (jax_impl.CPU_BACKWARD_CHUNK, jax_impl.CPU_MAX_BACKWARD_CHUNKS) == (4, 16)
+    for frames, want in ((1, 4), (40, 4), (64, 4), (65, 5), (160, 10), (1000, 63)):
+        assert jax_impl.resolve_backward_chunk("auto", "cpu", frames=frames) == want, frames
+    assert jax_impl.resolve_backward_chunk("auto", "gpu", frames=160) is None
+    assert jax_impl.resolve_backward_chunk(3, "cpu", frames=1000) == 3
     for bad in (0, -2, True, 2.0, "4", "full"):
         with pytest.raises(jax_impl.api.InputError, match="backward_chunk: expected"):
             jax_impl.resolve_backward_chunk(bad)
     weights = CASES_BY_ID[GRAD_CASE_IDS[0]].weights("float32")
     with pytest.raises(jax_impl.api.InputError, match="found 0"):
         jax_impl.Runner(weights, device="cpu", backward_chunk=0)
+
+
+@pytest.mark.parametrize(
+    "setting, frames, chunks", [("auto", 32, 8), ("auto", 80, 16), ("auto", 84, 14), (16, 80, 5), (None, 80, None)]
+)
+def test_backward_chunk_count_in_the_gradient_program(setting, frames, chunks):
+    """The chunk size reaches the input convolution's gradient: count the convolutions of the gradient's jaxpr.
+
+    One layer from a zero state. The scan body appears once in a jaxpr (unrolling happens when it is lowered): 1
+    input conv and 1 recurrent conv forward, 2 recurrent ones in the backward body, and for the input conv's gradient
+    either 1 (plain autodiff: the kernel gradient; the input needs none) or 3 per chunk (the chunk's ``jax.vjp``:
+    its primal conv, which XLA drops as unused, the input gradient and the kernel gradient)."""
+    jax_impl = _jax_impl()
+    import jax
+    import jax.numpy as jnp
+
+    from implementations.spec import LayerSpec, StackSpec
+    from implementations.weights import init_weights
+
+    def count(jaxpr) -> int:
+        n = 0
+        for eqn in jaxpr.eqns:
+            n += eqn.primitive.name == "conv_general_dilated"
+            for value in eqn.params.values():
+                inner = getattr(value, "jaxpr", value)
+                if hasattr(inner, "eqns"):
+                    n += count(inner)
+        return n
+
+    spec = StackSpec(input_channels=1, layers=(LayerSpec(filters=2),))
+    x = jnp.ones((frames // 4, 4, 4, 4, 1), jnp.float32)  # B = frames / 4, T = 4: T*B = frames
+    params = jax_impl.params_from_weights(init_weights(spec, seed=0), jnp.float32)
+
+    def loss(p):
+        return jnp.sum(jax_impl.convlstm_apply(spec, p, x, backward_chunk=setting)[0] ** 2)
+
+    if setting == "auto" and jax.default_backend() != "cpu":
+        chunks = None  # "auto" resolves against the default backend at trace time: plain autodiff off the CPU
+    n_conv = count(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+    assert n_conv == 4 + (1 if chunks is None else 3 * chunks), f"{n_conv} convolutions for {chunks} chunk(s)"

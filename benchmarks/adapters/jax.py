@@ -110,7 +110,9 @@ class JaxModel(common.Model):
         steps = workload.steps
         if variant in ("jax", "jax-scan"):
             self.unroll: Any = "full" if variant == "jax" else 1
-            self.backward_chunk = jax_impl.resolve_backward_chunk("auto", self._dev.platform)
+            self.backward_chunk = jax_impl.resolve_backward_chunk(
+                "auto", self._dev.platform, frames=workload.batch * steps
+            )
             params = jax_impl.params_from_weights(weights, jdtype)
             apply = functools.partial(self._apply_ours, spec, self.unroll, self.precision, self.backward_chunk)
         else:
