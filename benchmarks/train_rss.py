@@ -12,16 +12,17 @@ Each variant runs in a fresh Python process (RSS is a property of the whole proc
 * ``warm_step``: the RSS high-water mark of one more, warmed-up step, minus RSS at its start (Linux only: the
   mark is reset through ``/proc/self/clear_refs``). Memory the allocator kept from earlier steps is reused
   without raising RSS, so this is what a steady-state step adds on top of what the process already holds;
-* ``warm_over_build``: that step's high-water mark minus ``build``: the steady-state footprint of training,
+* ``warm_step_over_build``: that step's high-water mark minus ``build``: the steady-state footprint of training,
   without what only the first call costs (compilation, lazily loaded kernels);
 * ``held_after_trim``: RSS after that step and glibc's ``malloc_trim(0)``, minus ``build``: what the process still
   holds between steps once the allocator returns its free pages (weights' gradients, compiled programs, caches).
   The difference to RSS before the trim is freed memory that glibc kept, e.g. from the compiler.
 
-The outputs of the first step are checked against the float64 reference *after* the measurements (the
-reference's own arrays would otherwise be part of the peak or leave freed heap for the step to reuse). RSS holds
-more than tensors: allocator slack, thread-pool stacks, oneDNN/Eigen workspaces and, for XLA, the compiler. For
-live tensor bytes see :mod:`benchmarks.live_memory`.
+RSS is host memory, read from ``/proc/self/status`` (Linux; elsewhere the marks are n/a); on a GPU the device
+allocator's peak is the asv ``DeviceMemory`` figure. The outputs of the first step are checked against the float64
+reference *after* the measurements (the reference's own arrays would otherwise be part of the peak or leave freed
+heap for the step to reuse). RSS holds more than tensors: allocator slack, thread-pool stacks, oneDNN/Eigen
+workspaces and, for XLA, the compiler. For live tensor bytes see :mod:`benchmarks.live_memory`.
 """
 
 from __future__ import annotations
@@ -111,7 +112,10 @@ def measure_in_this_process(variant: str, workload: str, dtype: str = "float32")
     wl = common.get_workload(workload)
     weights = common.case_weights(wl)
     x, target = common.case_data(wl)
-    model = adapter.build(wl, variant, dtype, weights, x, target)
+    try:
+        model = adapter.build(wl, variant, dtype, weights, x, target)
+    except ImportError as exc:  # installed but broken: a skip, as in common.prepare_case
+        raise NotImplementedError(f"{variant}: framework import failed: {exc}") from exc
     model.prepare("train")
     out["build"] = read_status_bytes("VmRSS")
     out["hwm_reset"] = reset_high_water_mark()
@@ -178,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", default="torch,torch-fused,keras-tf,keras-builtin,jax,flax-linen",
                         help="comma-separated")
     parser.add_argument("--workload", default="radar", choices=common.WORKLOADS)
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="float32", choices=common.DTYPES)
     parser.add_argument("--json", type=Path, help="write the results here (atomically)")
     args = parser.parse_args(argv)
     variants = common.variant_list(args.variants, parser)
