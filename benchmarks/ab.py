@@ -1,6 +1,7 @@
 """Interleaved A/B comparison of variants across fresh processes: for comparisons that must survive a noisy host.
 
     .venv/bin/python -m benchmarks.ab --workload radar --mode train --variants torch,torch-fused --rounds 3
+    .venv/bin/python -m benchmarks.ab --workload radar --mode train --variants jax,flax-linen --in-process --rounds 8
 
 On a shared VM the speed of a whole process can shift (on the 2-vCPU development VM the same keras-tf-xla radar
 forward step took 127.6, 170.6 and 208.6 ms in three back-to-back processes, each within 4 % of itself), so one
@@ -9,6 +10,13 @@ process each time, rounds interleaved (A B C, A B C, ...), each process building
 case exactly as the benchmarks do (:func:`common.prepare_case`) and then timing it (:func:`common.measure_case`).
 It prints, per variant, the per-process medians and their minimum and median, and writes the raw numbers as JSON
 (``--json``). Nothing here is an asv benchmark: it is a tool for questions such as "is ours slower than the peer".
+
+``--in-process`` answers the same question for variants of one framework (one Keras backend) with less noise: all
+variants are built, verified and warmed up in this one process, then timed in interleaved rounds (``--steps``
+synced steps of each per round, the order reversed every other round), so a shift of the whole process's speed
+hits every variant alike. It reports each variant's per-round medians and the median over rounds of the paired
+ratio to the first variant (same round). Variants of different frameworks would share thread pools and cores
+here, so they are refused; compare those across fresh processes.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +60,61 @@ def run_child(variant: str, workload: str, mode: str, dtype: str) -> dict[str, A
     return {"error": f"exit {done.returncode}: {tail}"}
 
 
+def process_family(variant: str) -> tuple[str, tuple[str, ...]]:
+    """Variants with the same family can share a process: the same adapter and the same packages (for Keras:
+    the same backend, which is process-wide)."""
+    row = common.VARIANT_TABLE[variant]
+    return row.adapter, row.packages
+
+
+def compare_in_process(
+    variants: Sequence[str], workload: str, mode: str, dtype: str, rounds: int, steps: int
+) -> dict[str, Any]:
+    """Build every variant here, then time ``steps`` synced steps of each per round, ``rounds`` rounds interleaved
+    (order reversed every other round). Returns per variant the per-round median seconds, all samples, the
+    paired ratio to the first variant per round, and the conv-peak fraction (peak probed after the rounds).
+
+    ValueError when the variants are not of one process family (:func:`process_family`); NotImplementedError
+    when one of them is skipped (its framework missing)."""
+    families = {v: process_family(v) for v in variants}
+    if len(set(families.values())) != 1:
+        raise ValueError(
+            "--in-process needs variants of one framework (one Keras backend): found "
+            + ", ".join(f"{v} ({'+'.join(f[1])})" for v, f in families.items())
+        )
+    if rounds < 1 or steps < 1:
+        raise ValueError(f"rounds and steps: expected >= 1, found {rounds} and {steps}")
+    profile = common.active_profile({"BENCH_PROFILE": "full", "BENCH_TIMING": os.environ.get("BENCH_TIMING", "quick")})
+    cases = {v: common.prepare_case(v, workload, mode, dtype, profile=profile, record=False) for v in variants}
+    samples: dict[str, list[list[float]]] = {v: [] for v in variants}
+    for r in range(rounds):
+        for v in variants if r % 2 == 0 else variants[::-1]:
+            run = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                cases[v].run()
+                run.append(time.perf_counter() - t0)
+            samples[v].append(run)
+        print(f"round {r + 1}/{rounds}: " + ", ".join(
+            f"{v} {statistics.median(samples[v][-1]) * 1e3:.1f} ms" for v in variants), flush=True)
+    flops = common.get_workload(workload).spec.flops(common.get_workload(workload).input_shape, mode)
+    out: dict[str, Any] = {}
+    first = [statistics.median(x) for x in samples[variants[0]]]
+    for v in variants:
+        medians = [statistics.median(x) for x in samples[v]]
+        peak = cases[v].model.peak_gflops()["conv"]
+        out[v] = {
+            "round_seconds": medians,
+            "step_samples": samples[v],
+            "step_seconds": statistics.median(medians),
+            "ratio_to_first": statistics.median(m / f for m, f in zip(medians, first)),
+            "peak_conv_gflops": peak,
+            "fraction_of_conv_peak": flops / statistics.median(medians) / 1e9 / peak,
+            "verify": cases[v].verify,
+        }
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", required=True, help="comma-separated, e.g. torch,torch-fused")
@@ -59,8 +123,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per variant (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="write the raw per-process numbers here")
+    parser.add_argument("--in-process", action="store_true",
+                        help="time variants of one framework in this process, interleaved (see the module docstring)")
+    parser.add_argument("--steps", type=int, default=3, help="with --in-process: steps per variant per round")
     args = parser.parse_args(argv)
     variants = common.variant_list(args.variants, parser)
+    if args.in_process:
+        try:
+            res = compare_in_process(variants, args.workload, args.mode, args.dtype, args.rounds, args.steps)
+        except ValueError as exc:
+            parser.error(str(exc))
+        except NotImplementedError as exc:
+            print(f"skipped: {exc}")
+            return 0
+        print(f"\n{args.workload} {args.mode} {args.dtype}: in one process, {args.rounds} interleaved rounds of "
+              f"{args.steps} step(s); per-round median step time (ms)")
+        print(f"{'variant':<20} {'min':>8} {'median':>8} {'max':>8}  {'ratio to ' + variants[0]:>22}  "
+              f"{'frac conv peak':>14}")
+        for v, x in res.items():
+            ms = [t * 1e3 for t in x["round_seconds"]]
+            print(f"{v:<20} {min(ms):8.1f} {statistics.median(ms):8.1f} {max(ms):8.1f}  {x['ratio_to_first']:22.3f}  "
+                  f"{x['fraction_of_conv_peak']:14.3f}")
+        if args.json:
+            common.write_json_atomic(args.json, {"workload": args.workload, "mode": args.mode, "dtype": args.dtype,
+                                                 "in_process": True, "rounds": args.rounds, "steps": args.steps,
+                                                 "results": res})
+        return 0
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for r in range(args.rounds):
         for v in variants:

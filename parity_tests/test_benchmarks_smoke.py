@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -471,3 +472,51 @@ def test_train_rss_high_water_mark_reset():
     else:
         pytest.skip("/proc/self/clear_refs is not writable here")
     assert train_rss.read_status_bytes("NoSuchField") is None
+
+
+def test_ab_in_process_on_tiny(tmp_path):
+    """``python -m benchmarks.ab --in-process``: every variant built and verified in one process, timed in
+    interleaved rounds; per-round medians, the paired ratio to the first variant, the JSON written."""
+    variants = ["torch", "torch-fused"]
+    if common.missing_packages("torch"):
+        pytest.skip("torch is not installed")
+    out = tmp_path / "ab.json"
+    code = f"from benchmarks import ab; ab.main(['--workload', 'tiny', '--mode', 'train', '--variants', "\
+           f"{','.join(variants)!r}, '--in-process', '--rounds', '3', '--steps', '2', '--json', {str(out)!r}])"
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-4000:]
+    assert "ratio to torch" in proc.stdout, proc.stdout
+    data = json.loads(out.read_text())
+    assert data["in_process"] and (data["rounds"], data["steps"]) == (3, 2), data
+    results = data["results"]
+    assert list(results) == variants
+    first = results["torch"]["round_seconds"]
+    for r in results.values():
+        assert len(r["step_samples"]) == 3 and all(len(s) == 2 and min(s) > 0 for s in r["step_samples"]), r
+        assert r["round_seconds"] == [statistics.median(s) for s in r["step_samples"]], r
+        ratios = sorted(m / f for m, f in zip(r["round_seconds"], first))
+        assert r["ratio_to_first"] == pytest.approx(ratios[1]), r
+        assert r["fraction_of_conv_peak"] > 0 and r["verify"]["max_abs_err"] <= r["verify"]["atol"], r
+    assert results["torch"]["ratio_to_first"] == 1.0
+
+
+@pytest.mark.parametrize("variants", [["torch", "jax"], ["keras-tf", "keras-jax"], ["keras-tf", "torch-fused"]])
+def test_ab_in_process_refuses_mixed_frameworks(variants, capsys):
+    """Variants of different frameworks (or Keras backends) would share one process's cores and thread pools:
+    refused before anything is built, naming what was found."""
+    from benchmarks import ab
+
+    with pytest.raises(ValueError, match="one framework") as info:
+        ab.compare_in_process(variants, "tiny", "train", "float32", rounds=1, steps=1)
+    for v in variants:
+        assert v in str(info.value)
+    with pytest.raises(SystemExit) as exit_info:
+        ab.main(["--workload", "tiny", "--variants", ",".join(variants), "--in-process"])
+    assert exit_info.value.code == 2 and "one framework" in capsys.readouterr().err
+
+
+def test_ab_in_process_rejects_empty_rounds():
+    from benchmarks import ab
+
+    with pytest.raises(ValueError, match="rounds and steps"):
+        ab.compare_in_process(["torch", "torch-fused"], "tiny", "train", "float32", rounds=0, steps=1)
