@@ -67,15 +67,10 @@ def process_family(variant: str) -> tuple[str, tuple[str, ...]]:
     return row.adapter, row.packages
 
 
-def compare_in_process(
-    variants: Sequence[str], workload: str, mode: str, dtype: str, rounds: int, steps: int
-) -> dict[str, Any]:
-    """Build every variant here, then time ``steps`` synced steps of each per round, ``rounds`` rounds interleaved
-    (order reversed every other round). Returns per variant the per-round median seconds, all samples, the
-    paired ratio to the first variant per round, and the conv-peak fraction (peak probed after the rounds).
-
-    ValueError when the variants are not of one process family (:func:`process_family`); NotImplementedError
-    when one of them is skipped (its framework missing)."""
+def check_in_process(variants: Sequence[str], rounds: int, steps: int) -> None:
+    """ValueError unless ``variants`` are distinct, of one process family, and rounds and steps are >= 1."""
+    if len(set(variants)) != len(variants):
+        raise ValueError(f"--in-process needs distinct variants: found {list(variants)}")
     families = {v: process_family(v) for v in variants}
     if len(set(families.values())) != 1:
         raise ValueError(
@@ -84,6 +79,18 @@ def compare_in_process(
         )
     if rounds < 1 or steps < 1:
         raise ValueError(f"rounds and steps: expected >= 1, found {rounds} and {steps}")
+
+
+def compare_in_process(
+    variants: Sequence[str], workload: str, mode: str, dtype: str, rounds: int, steps: int
+) -> dict[str, Any]:
+    """Build every variant here, then time ``steps`` synced steps of each per round, ``rounds`` rounds interleaved
+    (order reversed every other round). Returns per variant the per-round median seconds, all samples, the
+    paired ratio to the first variant per round, and the conv-peak fraction (peak probed after the rounds).
+
+    ValueError from :func:`check_in_process` (before anything is built); NotImplementedError
+    when one of them is skipped (its framework missing)."""
+    check_in_process(variants, rounds, steps)
     profile = common.active_profile({"BENCH_PROFILE": "full", "BENCH_TIMING": os.environ.get("BENCH_TIMING", "quick")})
     cases = {v: common.prepare_case(v, workload, mode, dtype, profile=profile, record=False) for v in variants}
     samples: dict[str, list[list[float]]] = {v: [] for v in variants}
@@ -121,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workload", default="radar", choices=common.WORKLOADS)
     parser.add_argument("--mode", default="forward", choices=("forward", "train"))
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per variant (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="fresh processes per variant; --in-process: interleaved rounds (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="write the raw per-process numbers here")
     parser.add_argument("--in-process", action="store_true",
                         help="time variants of one framework in this process, interleaved (see the module docstring)")
@@ -130,9 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants = common.variant_list(args.variants, parser)
     if args.in_process:
         try:
-            res = compare_in_process(variants, args.workload, args.mode, args.dtype, args.rounds, args.steps)
+            check_in_process(variants, args.rounds, args.steps)
         except ValueError as exc:
             parser.error(str(exc))
+        try:
+            res = compare_in_process(variants, args.workload, args.mode, args.dtype, args.rounds, args.steps)
         except NotImplementedError as exc:
             print(f"skipped: {exc}")
             return 0

@@ -515,8 +515,10 @@ def test_ab_in_process_refuses_mixed_frameworks(variants, capsys):
     assert exit_info.value.code == 2 and "one framework" in capsys.readouterr().err
 
 
-def test_ab_in_process_rejects_empty_rounds():
+def test_ab_in_process_rejects_empty_rounds_and_repeated_variants():
     from benchmarks import ab
 
     with pytest.raises(ValueError, match="rounds and steps"):
         ab.compare_in_process(["torch", "torch-fused"], "tiny", "train", "float32", rounds=0, steps=1)
+    with pytest.raises(ValueError, match="distinct variants"):
+        ab.compare_in_process(["jax", "jax"], "tiny", "train", "float32", rounds=1, steps=1)
