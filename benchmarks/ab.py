@@ -37,10 +37,14 @@ from . import common
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def ab_profile() -> common.Profile:
+    """Every combination of the full profile, sampled with the budget of BENCH_TIMING (default: quick)."""
+    return common.active_profile({"BENCH_PROFILE": "full", "BENCH_TIMING": os.environ.get("BENCH_TIMING", "quick")})
+
+
 def measure_once(variant: str, workload: str, mode: str, dtype: str) -> dict[str, Any]:
     """One fresh-process measurement (run in the child): step-time median and samples, conv-peak fraction."""
-    # Every combination of the full profile, sampled with the budget of BENCH_TIMING (default: quick).
-    profile = common.active_profile({"BENCH_PROFILE": "full", "BENCH_TIMING": os.environ.get("BENCH_TIMING", "quick")})
+    profile = ab_profile()
     case = common.prepare_case(variant, workload, mode, dtype, profile=profile, record=False)
     m = common.measure_case(case, profile)
     return {key: m[key] for key in ("step_seconds", "step_samples", "fraction_of_conv_peak", "peak_conv_gflops",
@@ -91,7 +95,7 @@ def compare_in_process(
     ValueError from :func:`check_in_process` (before anything is built); NotImplementedError
     when one of them is skipped (its framework missing)."""
     check_in_process(variants, rounds, steps)
-    profile = common.active_profile({"BENCH_PROFILE": "full", "BENCH_TIMING": os.environ.get("BENCH_TIMING", "quick")})
+    profile = ab_profile()
     cases = {v: common.prepare_case(v, workload, mode, dtype, profile=profile, record=False) for v in variants}
     samples: dict[str, list[list[float]]] = {v: [] for v in variants}
     for r in range(rounds):
@@ -104,7 +108,8 @@ def compare_in_process(
             samples[v].append(run)
         print(f"round {r + 1}/{rounds}: " + ", ".join(
             f"{v} {statistics.median(samples[v][-1]) * 1e3:.1f} ms" for v in variants), flush=True)
-    flops = common.get_workload(workload).spec.flops(common.get_workload(workload).input_shape, mode)
+    wl = common.get_workload(workload)
+    flops = wl.spec.flops(wl.input_shape, mode)
     out: dict[str, Any] = {}
     first = [statistics.median(x) for x in samples[variants[0]]]
     for v in variants:
