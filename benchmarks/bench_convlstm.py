@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import common
+from . import common, train_rss
 
 _PROFILE = common.active_profile()
 
@@ -161,6 +161,53 @@ class PeakMemory(_Grid):
 
     def peakmem_step(self, variant: str, workload: str, mode: str, dtype: str) -> None:
         self.case.run()
+
+
+class TrainMemory(_Grid):
+    """Host memory of training as issue 7 defines it, in bytes, from :mod:`benchmarks.train_rss`: the combination
+    runs in a fresh interpreter of its own (RSS is a property of a whole process; the asv process that starts it
+    has imported numpy and asv only), which builds the model, then trains: a first (compiling) step and two more,
+    then one more warmed-up step. Mode ``train`` only; ``forward`` is n/a. Compare with the dashed spec line
+    (``SpecActivation``): what a training step must keep for its backward pass.
+
+    On a GPU these are host figures; the device allocator's peak is ``DeviceMemory``.
+    """
+
+    version = "convlstm-bench-train-rss-1"
+    setup_cache = _run_directory
+
+    def setup(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> None:
+        if mode != "train":
+            raise NotImplementedError("training memory is measured in mode 'train' only")
+        combo = (variant, workload, mode, dtype)
+        reason = common.skip_reason(combo, _PROFILE)  # before starting a process for nothing
+        if reason:
+            raise NotImplementedError(reason)
+        timeout = max(60.0, 0.9 * _PROFILE.timeout)  # the child must finish inside asv's timeout of this setup
+
+        def measure() -> dict:
+            return train_rss.measure_or_raise(variant, workload, dtype, timeout, _PROFILE)
+
+        self.m = common.cached_metrics(run_dir, combo, measure=measure, kind="train_rss")
+
+    def track_train_rss_increase_bytes(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> int:
+        """Peak RSS over the first three training steps (compilation included) minus RSS after the build."""
+        return int(self.m["increase"])
+
+    track_train_rss_increase_bytes.unit = "bytes"
+
+    def track_train_rss_warm_step_bytes(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> int:
+        """Peak RSS of one warmed-up step minus RSS after the build: steady-state training without what only the
+        first call costs (compiler, lazily loaded kernels)."""
+        return int(self.m["warm_step_over_build"])
+
+    track_train_rss_warm_step_bytes.unit = "bytes"
+
+    def track_train_rss_held_bytes(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> int:
+        """RSS after that step and ``malloc_trim(0)`` minus RSS after the build: what stays held between steps."""
+        return int(self.m["held_after_trim"])
+
+    track_train_rss_held_bytes.unit = "bytes"
 
 
 class ImportBaseline:

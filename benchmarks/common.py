@@ -913,8 +913,9 @@ def measure_case(case: Case, profile: Profile | None = None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def metrics_path(cache_dir: str | os.PathLike, combo: Combo) -> Path:
-    return Path(cache_dir) / ("metrics__" + "__".join(combo) + ".json")
+def metrics_path(cache_dir: str | os.PathLike, combo: Combo, kind: str = "metrics") -> Path:
+    """Where :func:`cached_metrics` stores ``kind``'s measurements of ``combo`` in an asv run's directory."""
+    return Path(cache_dir) / (kind + "__" + "__".join(combo) + ".json")
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
@@ -949,16 +950,21 @@ def _json_default(value: Any) -> Any:
 
 
 def cached_metrics(
-    cache_dir: str | os.PathLike, combo: Combo, *, measure: Callable[[], dict[str, Any]] | None = None
+    cache_dir: str | os.PathLike,
+    combo: Combo,
+    *,
+    measure: Callable[[], dict[str, Any]] | None = None,
+    kind: str = "metrics",
 ) -> dict[str, Any]:
     """The metrics of ``combo`` in this asv run: read from ``cache_dir``, else measured now and stored.
 
     The first track_ benchmark of a combination pays for preparing and measuring it (in its own fresh
     process, in ``setup``); the others of the same run read the stored result, so every number of one
     combination comes from one process (achieved rate and peaks included). A skip or an error is stored
-    too, so it is not retried by every benchmark method.
+    too, so it is not retried by every benchmark method. ``kind`` names a different set of measurements of the
+    same combination (e.g. ``train_rss``), stored in its own file; ``measure`` then says how to take them.
     """
-    path = metrics_path(cache_dir, combo)
+    path = metrics_path(cache_dir, combo, kind)
     if path.is_file():
         data = json.loads(path.read_text())
     else:

@@ -145,10 +145,19 @@ def measure_in_this_process(variant: str, workload: str, dtype: str = "float32")
     return out
 
 
-def measure(variant: str, workload: str, dtype: str = "float32", timeout: float = 1800.0) -> dict[str, Any]:
-    """:func:`measure_in_this_process` in a fresh interpreter: its dict, or one with ``"skip"`` or ``"error"``."""
+def measure(
+    variant: str,
+    workload: str,
+    dtype: str = "float32",
+    timeout: float = 1800.0,
+    profile: common.Profile | None = None,
+) -> dict[str, Any]:
+    """:func:`measure_in_this_process` in a fresh interpreter: its dict, or one with ``"skip"`` or ``"error"``.
+
+    ``profile``: the combination is skipped unless it is in this profile (default: every workload and variant).
+    """
     base: dict[str, Any] = {"variant": variant, "workload": workload, "dtype": dtype}
-    reason = common.skip_reason((variant, workload, "train", dtype), _PROFILE)
+    reason = common.skip_reason((variant, workload, "train", dtype), _PROFILE if profile is None else profile)
     if reason:
         return base | {"skip": reason}
     code = f"from benchmarks import train_rss; train_rss._child({variant!r}, {workload!r}, {dtype!r})"
@@ -163,6 +172,21 @@ def measure(variant: str, workload: str, dtype: str = "float32", timeout: float 
             return base | json.loads(line[len(_RESULT_TAG):])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
     return base | {"error": f"exit status {proc.returncode}: " + " | ".join(tail)}
+
+
+def measure_or_raise(
+    variant: str, workload: str, dtype: str, timeout: float, profile: common.Profile
+) -> dict[str, Any]:
+    """:func:`measure` for the asv ``TrainMemory`` benchmark: NotImplementedError for a skip (asv: n/a, also where
+    ``/proc`` gives no RSS marks), RuntimeError naming the child's failure, else the figures in bytes."""
+    r = measure(variant, workload, dtype, timeout=timeout, profile=profile)
+    if "skip" in r:
+        raise NotImplementedError(r["skip"])
+    if "error" in r:
+        raise RuntimeError(f"train_rss of {variant}/{workload}/{dtype}: {r['error']}")
+    if r.get("increase") is None or r.get("warm_step_over_build") is None or r.get("held_after_trim") is None:
+        raise NotImplementedError("the RSS marks need Linux /proc (VmRSS, VmHWM, clear_refs) and glibc's malloc_trim")
+    return r
 
 
 def _child(variant: str, workload: str, dtype: str) -> None:

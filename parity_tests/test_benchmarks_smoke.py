@@ -41,6 +41,9 @@ EXPECTED_BENCHMARKS = {
     "Metrics.track_fraction_of_conv_peak",
     "DeviceMemory.track_device_peak_bytes",
     "PeakMemory.peakmem_step",
+    "TrainMemory.track_train_rss_increase_bytes",
+    "TrainMemory.track_train_rss_warm_step_bytes",
+    "TrainMemory.track_train_rss_held_bytes",
     "ImportBaseline.peakmem_import",
     "SpecActivation.track_predicted_activation_bytes",
     "SpecFlops.track_spec_gflop",
@@ -187,7 +190,8 @@ def test_asv_regexes_select_exactly_the_profile(name):
         return any(re.search(r, full_name) for r in regexes)
 
     for combo in itertools.product(*common.PARAMS):
-        for bench in ("bench_convlstm.TimeStep.time_step", "bench_convlstm.Metrics.track_frames_per_second"):
+        for bench in ("bench_convlstm.TimeStep.time_step", "bench_convlstm.Metrics.track_frames_per_second",
+                      "bench_convlstm.TrainMemory.track_train_rss_increase_bytes"):
             assert selected(_asv_name(bench, combo)) == (combo in profile.combos), combo
     variants = {c[0] for c in profile.combos}
     for v in common.VARIANTS:
@@ -447,6 +451,64 @@ def test_train_rss_tool_on_tiny(tmp_path):
             assert r["hwm_reset"] and r["warm_step"] >= 0 and r["warm_step_over_build"] is not None, r
         if r["held_after_trim"] is not None:  # glibc
             assert r["held_after_trim"] <= r["warm_step_over_build"], r
+
+
+TRAIN_MEMORY_RUN = """
+    import json
+    from benchmarks import bench_convlstm as b
+    run_dir = {run_dir!r}
+    out = {{}}
+    for combo in (("torch", "tiny", "forward", "float32"), ("torch", "tiny", "train", "float32"),
+                  ("torch", "moving_mnist", "train", "float32")):
+        m = b.TrainMemory()
+        try:
+            m.setup(run_dir, *combo)
+        except NotImplementedError as exc:
+            out["/".join(combo)] = "skip: " + str(exc)
+            continue
+        out["/".join(combo)] = {{n: getattr(m, n)(run_dir, *combo) for n in dir(m) if n.startswith("track_")}}
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the RSS marks are read from Linux /proc")
+def test_train_memory_benchmark_on_tiny(tmp_path):
+    """asv's ``TrainMemory``: mode forward and combinations outside the profile are skips; a train combination is
+    measured in a fresh child process (one per combination, the result stored for the other tracks of the run),
+    and each track is the figure of benchmarks.train_rss, in bytes."""
+    if common.missing_packages("torch"):
+        pytest.skip("torch not installed")
+    proc = _python(TRAIN_MEMORY_RUN.format(run_dir=str(tmp_path)), {"BENCH_PROFILE": "quick"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["torch/tiny/forward/float32"] == "skip: training memory is measured in mode 'train' only"
+    assert out["torch/moving_mnist/train/float32"].startswith("skip: not in the 'quick' profile")
+    tracks = out["torch/tiny/train/float32"]
+    assert set(tracks) == {n.split(".")[1] for n in EXPECTED_BENCHMARKS if n.startswith("TrainMemory.")}
+    stored = json.loads(common.metrics_path(tmp_path, ("torch", "tiny", "train", "float32"), "train_rss").read_text())
+    r = stored["ok"]
+    assert tracks["track_train_rss_increase_bytes"] == r["increase"] == r["peak"] - r["build"] > 0
+    assert tracks["track_train_rss_warm_step_bytes"] == r["warm_step_over_build"]
+    assert tracks["track_train_rss_held_bytes"] == r["held_after_trim"] <= r["warm_step_over_build"]
+    assert r["verify"]["max_abs_err"] <= r["verify"]["atol"]
+
+
+def test_train_memory_benchmark_reports_a_failed_child(tmp_path, monkeypatch):
+    """A child that fails is an error naming the failure (stored, so the other tracks do not start it again)."""
+    from benchmarks import bench_convlstm, train_rss
+
+    calls = []
+
+    def failing(variant, workload, dtype="float32", timeout=0.0, profile=None):
+        calls.append(variant)
+        return {"variant": variant, "error": "exit status 1: VerificationError: outputs differ"}
+
+    monkeypatch.setattr(train_rss, "measure", failing)
+    monkeypatch.setattr(common, "missing_packages", lambda variant: [])
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="VerificationError: outputs differ"):
+            bench_convlstm.TrainMemory().setup(str(tmp_path), "torch", "tiny", "train", "float32")
+    assert calls == ["torch"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM / clear_refs are Linux /proc features")

@@ -268,6 +268,28 @@ def test_embedded_csv_tables(page):
     assert len(tables["history"]["rows"]) > len(tables["throughput"]["rows"])  # every commit
 
 
+def test_memory_table_has_training_memory_and_its_ratio_to_the_spec(page):
+    """The TrainMemory figures (mode train) sit in the memory section beside the spec prediction; the ratio column
+    is the training increase over the spec, computed from the same row; forward rows are n/a."""
+    _, text = page
+    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
+    t = json.loads(m.group(1))["tables"]["memory"]
+    cols = t["columns"]
+    for name in ("training increase over build", "warm step over build", "held between steps"):
+        assert name in cols
+    assert cols.index("training increase over build") < cols.index("warm step over build") < cols.index(
+        "held between steps")
+    inc, spec, ratio = (cols.index(c) for c in ("training increase over build", "spec_prediction_bytes",
+                                                  "training_increase_over_spec"))
+    mode = cols.index("mode")
+    train_rows = [r for r in t["rows"] if r[mode] == "train" and r[inc] not in ("", None)]
+    assert len(train_rows) >= 6
+    for r in train_rows:
+        assert float(r[ratio]) == pytest.approx(float(r[inc]) / float(r[spec]))
+    assert all(r[inc] in ("", None) for r in t["rows"] if r[mode] == "forward")
+    assert "increase / spec" in text and "held between steps" in text
+
+
 def test_empty_inputs_render_na(tmp_path):
     out = build.build_report(tmp_path / "none" / "results", tmp_path / "none" / "parity", tmp_path / "r.html")
     text = out.read_text()

@@ -5,10 +5,10 @@
 
 Benchmarks are recognised by asv type and name patterns (``time_*``, ``track_*sequences_per_second*``/
 ``*throughput*``, ``track_*fraction*``/``*efficiency*``, ``peakmem_*``, ``track_*device*``, ``track_*first_call*``/
-``*compile*``, ``track_*predicted*``), parameters by ``param_names`` in ``benchmarks.json``: the series of a chart
-is the ``variant`` parameter (else the first), the other parameters of the grid make the facets. Nothing missing
-crashes the page: absent inputs, failed and skipped benchmarks and missing frameworks show as ``n/a`` with the
-reason.
+``*compile*``, ``track_*predicted*``, ``track_train_rss_*``), parameters by ``param_names`` in ``benchmarks.json``:
+the series of a chart is the ``variant`` parameter (else the first), the other parameters of the grid make the
+facets. Nothing missing crashes the page: absent inputs, failed and skipped benchmarks and missing frameworks show
+as ``n/a`` with the reason.
 """
 
 from __future__ import annotations
@@ -41,6 +41,13 @@ PATTERNS = {
     "compile": r"(compile|first_call)",
     "device_mem": r"device.*(bytes|mem)",
     "spec_mem": r"(predicted|spec).*(bytes|mem|activation)",
+    "train_mem": r"train_rss",
+}
+#: Names of the training-memory measures (``TrainMemory``, benchmarks/train_rss.py) in the report.
+TRAIN_MEM_NAMES = {
+    "increase": "training increase over build",
+    "warm_step": "warm step over build",
+    "held": "held between steps",
 }
 
 
@@ -796,8 +803,10 @@ def section_memory(ctx: Ctx) -> str:
                            and m.get("param_names") == [ctx.series_param])
     dev = ctx.bench_names(lambda n, s, m: _match("device_mem", s) and m.get("param_names") == ctx.grid)
     spec = ctx.bench_names(lambda n, s, m: _match("spec_mem", s) and set(m.get("param_names") or []) <= set(ctx.grid))
-    if not (host or dev):
-        parts.append(f"<p>{na('no memory benchmark (peakmem_* / track_*device*) results')}</p></section>")
+    train = ctx.bench_names(lambda n, s, m: _match("train_mem", s) and m.get("param_names") == ctx.grid)
+    if not (host or dev or train):
+        parts.append(f"<p>{na('no memory benchmark (peakmem_* / track_*device* / track_train_rss_*) results')}"
+                     "</p></section>")
         return "".join(parts)
     measures = []
     for b in host:
@@ -805,6 +814,14 @@ def section_memory(ctx: Ctx) -> str:
         measures.append({"name": name, "bench": b, "unit": "bytes"})
     if host and base:
         measures.append({"name": "host peak − import baseline", "bench": host[0], "minus": base[0], "unit": "bytes"})
+    def train_key(bench: str) -> str | None:
+        return next((k for k in TRAIN_MEM_NAMES if f"train_rss_{k}" in _short(bench)), None)
+
+    order = list(TRAIN_MEM_NAMES)
+    for b in sorted(train, key=lambda b: (order.index(train_key(b)) if train_key(b) else len(order), b)):
+        key = train_key(b)
+        measures.append({"name": TRAIN_MEM_NAMES[key] if key else _pretty(_short(b)), "bench": b, "unit": "bytes",
+                         "train_increase": key == "increase"})
     for b in dev:
         name = "device peak" + (f" ({_pretty(_short(b))})" if len(dev) > 1 else "")
         measures.append({"name": name, "bench": b, "unit": "bytes"})
@@ -838,24 +855,37 @@ def section_memory(ctx: Ctx) -> str:
         legend += '<span class="lg"><i class="refl"></i>spec prediction (activations kept by a training step)</span>'
     parts.append('<p class="lead">Host peak = peak resident memory of the benchmark process (import, build, compile, '
                  "verify, one more step); the import baseline is a process that only imports the framework, so the "
-                 "difference approximates what the model and its step add. Device peak is the framework "
-                 "allocator's peak on a GPU (n/a on a CPU). The dashed line is the spec's prediction.</p>")
+                 "difference approximates what the model and its step add. The training figures come from a fresh "
+                 "process per combination (mode train): the increase is peak RSS over the first three steps, "
+                 "compilation included, minus RSS after the build; the warm step is one more, warmed-up step's peak "
+                 "over the build; held is what stays resident between steps after malloc_trim. Device peak is the "
+                 "framework allocator's peak on a GPU (n/a on a CPU). The dashed line is the spec's prediction of "
+                 "the activations a training step keeps; “increase / spec” in the table is the ratio to it.</p>")
     parts.append(f'<div class="legendrow">{legend}</div>{dropped}')
     charts, table = _facet_charts(ctx, measures, "bytes", "bytes (lower is better)", value_of, ref_of=ref_of)
     parts.append(charts)
+    inc = next((i for i, m in enumerate(measures) if m.get("train_increase")), None)
     rows, csv = [], []
     for label, facet, bars in table:
         refs = ref_of(facet)
+        spec_bytes = refs[0][0] if refs else None
+        ratio = None
+        if inc is not None and spec_bytes and bars[inc].get("value") is not None:
+            ratio = bars[inc]["value"] / spec_bytes
+        ratio_cell = [_num(f"{ratio:.2f}×" if ratio is not None else R.na_short("no training increase or spec"))]
         rows.append([f"<b>{esc(label)}</b>", esc(ctx.role(label))] + [esc(v) for v in facet]
                     + [_num(_bar_html(b, R.fmt_bytes)) for b in bars]
-                    + [_num(R.fmt_bytes(refs[0][0]) if refs else R.na_short("no spec prediction")), _note(bars)])
-        csv.append([label, ctx.role(label), *facet] + [b.get("value") for b in bars] + [refs[0][0] if refs else None])
+                    + [_num(R.fmt_bytes(spec_bytes) if refs else R.na_short("no spec prediction"))]
+                    + (ratio_cell if inc is not None else []) + [_note(bars)])
+        csv.append([label, ctx.role(label), *facet] + [b.get("value") for b in bars] + [spec_bytes]
+                   + ([ratio] if inc is not None else []))
     cols = [("variant", ""), ("role", "")] + [(esc(p), "") for p in ctx.facet_params] + [
-        (esc(m["name"]), "num") for m in measures] + [("spec prediction", "num"), ("note", "")]
+        (esc(m["name"]), "num") for m in measures] + [("spec prediction", "num")] + (
+        [("increase / spec", "num")] if inc is not None else []) + [("note", "")]
     parts.append(_folded(f"Table: memory ({len(rows)} rows)", ctx.page.table(
         "memory", cols, rows, csv_rows=csv,
         csv_columns=["variant", "role", *ctx.facet_params] + [m["name"] for m in measures]
-        + ["spec_prediction_bytes"])))
+        + ["spec_prediction_bytes"] + (["training_increase_over_spec"] if inc is not None else []))))
     parts.append("</section>")
     return "".join(parts)
 

@@ -51,6 +51,8 @@ for _n, _u in (("track_sequences_per_second", "sequences/s"), ("track_frames_per
     _bench(f"bench_convlstm.Metrics.{_n}", "track", _u, GRID, _GRID_VALUES, "metrics-1")
 _bench("bench_convlstm.DeviceMemory.track_device_peak_bytes", "track", "bytes", GRID, _GRID_VALUES, "device-1")
 _bench("bench_convlstm.PeakMemory.peakmem_step", "peakmemory", "bytes", GRID, _GRID_VALUES, "peakmem-1")
+for _n in ("track_train_rss_increase_bytes", "track_train_rss_warm_step_bytes", "track_train_rss_held_bytes"):
+    _bench(f"bench_convlstm.TrainMemory.{_n}", "track", "bytes", GRID, _GRID_VALUES, "train-rss-1")
 _bench("bench_convlstm.ImportBaseline.peakmem_import", "peakmemory", "bytes", ["variant"], [VARIANTS], "import-1")
 _bench("bench_convlstm.SpecActivation.track_predicted_activation_bytes", "track", "bytes", ["workload", "dtype"],
        [list(WORKLOADS), DTYPES], "spec-1")
@@ -107,6 +109,13 @@ def _value(name: str, combo: tuple[str, ...], commit_i: int, rnd: random.Random,
         return base * (3 if mode == "train" else 1) * (1 + 0.1 * rnd.random())
     if short == "track_device_peak_bytes":
         return math.nan  # a CPU: no device allocator
+    if short.startswith("track_train_rss_"):
+        if mode != "train":
+            return math.nan  # measured in mode train only
+        spec = b * t * (89088 if workload == "tiny" else 2.28e6) * (2 if dtype == "float32" else 1)
+        factor = {"torch": 1.4, "keras": 1.6, "jax": 1.9}[FRAMEWORK[variant]]
+        share = {"increase": 1.0, "warm_step": 0.8, "held": 0.25}[short[len("track_train_rss_"):-len("_bytes")]]
+        return (spec * factor + 20e6) * share
     if short == "peakmem_step":
         return (250e6 if FRAMEWORK[variant] != "keras" else 700e6) + b * t * 3e6 * (2 if mode == "train" else 1)
     raise KeyError(name)
