@@ -288,6 +288,41 @@ def test_memory_table_has_training_memory_and_its_ratio_to_the_spec(page):
         assert float(r[ratio]) == pytest.approx(float(r[inc]) / float(r[spec]))
     assert all(r[inc] in ("", None) for r in t["rows"] if r[mode] == "forward")
     assert "increase / spec" in text and "held between steps" in text
+    # ours against the lowest peer of the same framework, in the same facet (keras-tf-xla vs keras-builtin)
+    vs = cols.index("training_increase_over_lowest_same_framework_peer")
+    key = [cols.index(c) for c in ("workload", "mode", "dtype")]
+    by = {(r[0], *(r[i] for i in key)): r for r in train_rows}
+    for (variant, *facet), r in by.items():
+        peer = {"torch": "torch-fused", "keras-tf-xla": "keras-builtin", "jax": "flax-linen"}.get(variant)
+        if peer and (peer, *facet) in by:
+            assert float(r[vs]) == pytest.approx(float(r[inc]) / float(by[(peer, *facet)][inc])), (variant, facet)
+        else:
+            assert r[vs] in ("", None), (variant, facet)
+
+
+def test_throughput_of_ours_against_the_best_peer_of_its_framework(page):
+    """Each of our rows carries its throughput over the fastest peer of the same framework in the same facet (from
+    environment.json's ``framework``); peers, traps and ours without a peer there are empty; the chart subtitle
+    names the best of ours per framework."""
+    _, text = page
+    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
+    t = json.loads(m.group(1))["tables"]["throughput"]
+    cols = t["columns"]
+    bar, vs = cols.index("sequences/s"), cols.index("ours_over_best_same_framework_peer")
+    key = [cols.index(c) for c in ("workload", "mode", "dtype")]
+    rows = {(r[0], *(r[i] for i in key)): r for r in t["rows"]}
+    peers = {"torch": ["torch-fused"], "keras-tf-xla": ["keras-builtin"], "jax": ["flax-linen"]}
+    checked = 0
+    for (variant, *facet), r in rows.items():
+        values = [float(rows[(p, *facet)][bar]) for p in peers.get(variant, [])
+                  if (p, *facet) in rows and rows[(p, *facet)][bar] not in ("", None)]
+        if values and r[bar] not in ("", None):
+            assert float(r[vs]) == pytest.approx(float(r[bar]) / max(values)), (variant, facet)
+            checked += 1
+        else:
+            assert r[vs] in ("", None), (variant, facet)
+    assert checked >= 6
+    assert "ours ÷ best peer, same framework: keras-tf-xla " in text  # (flax-linen is missing in the sample)
 
 
 def test_empty_inputs_render_na(tmp_path):

@@ -81,6 +81,10 @@ class Ctx:
         v = self.variants().get(series.split(" · ")[0]) or {}
         return str(v.get("role") or "")
 
+    def framework(self, series: str) -> str:
+        v = self.variants().get(series.split(" · ")[0]) or {}
+        return str(v.get("framework") or "")
+
     def bench_names(self, pred) -> list[str]:
         names = sorted({r["benchmark"] for r in self.rows} | set(self.asv.benchmarks))
         return [n for n in names if pred(n, n.rsplit(".", 1)[-1], self.meta(n))]
@@ -578,13 +582,16 @@ def section_throughput(ctx: Ctx) -> str:
         how += (f". Where the timing or the batch size is missing, the bar is {tp_s} (no whiskers); the table lists "
                 f"both and flags where the two processes disagree by more than 25 %")
     parts.append(f'<p class="lead">Bar: {esc(unit)} (higher is better) = {how}. One chart per '
-                 f"{esc(' · '.join(ctx.facet_params) or 'run')}; ours vs the best peer in the subtitle.</p>")
+                 f"{esc(' · '.join(ctx.facet_params) or 'run')}. The subtitle and the table's “× best peer, same "
+                 "framework” give each of ours over the fastest peer of its own framework in the same chart (above "
+                 "1 = faster than that peer).</p>")
     fs = [(f, series_in(ctx, f)) for f in facets(ctx)]
     parts.append(_legend_row(ctx, fs, WHISKERS))
     charts, rows, csv = [], [], []
     for facet, series in fs:
         cats = []
         vals: dict[str, float] = {}
+        first_row = len(rows)
         for label, combo in series:
             r_tp = ctx.lookup(tp_name, combo) if tp_name else None
             r_tm = ctx.lookup(tm_name, combo) if tm_name else None
@@ -640,6 +647,10 @@ def section_throughput(ctx: Ctx) -> str:
         if vals:
             best = max(vals, key=vals.get)
             ctx.fastest[facet] = (best, vals[best])
+        ratios = same_framework_ratios(ctx, vals, higher_is_better=True)
+        for (label, _), row, csv_row in zip(series, rows[first_row:], csv[first_row:]):
+            row.insert(len(row) - 1, _ratio_cell(ratios, label, "throughput ÷ the fastest peer of its framework"))
+            csv_row.insert(len(csv_row) - 2, ratios[label][0] if label in ratios else None)  # before status, note
         sub = _ours_vs_peers(ctx, vals, unit)
         axis = f"{unit} (higher is better)"
         svg = R.bar_chart(facet_title(ctx, facet), cats, [{"name": unit}], unit, axis_label=axis, subtitle=sub)
@@ -648,16 +659,43 @@ def section_throughput(ctx: Ctx) -> str:
     cols = [("variant", ""), ("role", "")] + [(esc(p), "") for p in ctx.facet_params] + [
         (esc(unit) + " (bar)", "num"), (esc(_short(tp_name)) if tp_name else "track", "num"),
         ("step time (median)", "num"), ("step IQR", "num"), ("repeats", "num"), ("frames/s", "num"),
-        ("batch", "num"), ("verified max-abs err", "num"), ("note", "")]
+        ("batch", "num"), ("verified max-abs err", "num"), ("× best peer, same framework", "num"), ("note", "")]
     parts.append(_folded(f"Table: throughput of every variant ({len(rows)} rows)", ctx.page.table(
         "throughput", cols, rows, caption="verified: outputs of batch element 0 vs the float64 reference before "
                                           "timing (from environment.json)",
         csv_columns=["variant", "role", *ctx.facet_params, unit, _short(tp_name) if tp_name else "track",
                      "step_seconds_median", "step_seconds_q25",
                      "step_seconds_q75", "step_seconds_ci99_low", "step_seconds_ci99_high", "repeats", "frames_per_s",
-                     "batch", "verify_max_abs_err", "status", "reason_or_note"], csv_rows=csv)))
+                     "batch", "verify_max_abs_err", "ours_over_best_same_framework_peer", "status",
+                     "reason_or_note"], csv_rows=csv)))
     parts.append("</section>")
     return "".join(parts)
+
+
+def same_framework_ratios(ctx: Ctx, vals: dict[str, float], higher_is_better: bool) -> dict[str, tuple[float, str]]:
+    """For each of our series with a peer of the same framework (``environment.json``'s ``framework``) in ``vals``:
+    (its value / the best such peer's value, that peer). Best = highest, or lowest when lower is better."""
+    best_peer: dict[str, str] = {}
+    pick = max if higher_is_better else min
+    for label, v in vals.items():
+        fw = ctx.framework(label)
+        if ctx.role(label) == "peer" and fw and v:
+            cur = best_peer.get(fw)
+            best_peer[fw] = label if cur is None else pick((cur, label), key=vals.get)
+    out = {}
+    for label, v in vals.items():
+        peer = best_peer.get(ctx.framework(label))
+        if ctx.role(label) == "ours" and peer is not None:
+            out[label] = (v / vals[peer], peer)
+    return out
+
+
+def _ratio_cell(ratios: dict[str, tuple[float, str]], label: str, what: str) -> str:
+    """A table cell with ``label``'s same-framework ratio (the peer on hover), or empty for peers and traps."""
+    if label not in ratios:
+        return '<span class="num"></span>'
+    ratio, peer = ratios[label]
+    return f'<span class="num" title="{esc(what)}: {esc(peer)}">{R.sig(ratio)}×</span>'
 
 
 def _ours_vs_peers(ctx: Ctx, vals: dict[str, float], unit: str) -> str:
@@ -665,6 +703,15 @@ def _ours_vs_peers(ctx: Ctx, vals: dict[str, float], unit: str) -> str:
     peers = {k: v for k, v in vals.items() if ctx.role(k) == "peer"}
     if not vals:
         return "no results"
+    ratios = same_framework_ratios(ctx, vals, higher_is_better=True)
+    if ratios:  # the best of ours per framework against the best peer of that framework
+        per_fw: dict[str, tuple[float, str]] = {}
+        for label, (ratio, _) in ratios.items():
+            fw = ctx.framework(label)
+            if fw not in per_fw or ratio > per_fw[fw][0]:
+                per_fw[fw] = (ratio, label)
+        return "ours ÷ best peer, same framework: " + " · ".join(
+            f"{label} {R.sig(ratio)}×" for _, (ratio, label) in sorted(per_fw.items()))
     if ours and peers:
         bo, bp = max(ours, key=ours.get), max(peers, key=peers.get)
         return f"best ours {bo}: {R.sig(ours[bo] / peers[bp])}× the best peer ({bp})"
@@ -865,6 +912,13 @@ def section_memory(ctx: Ctx) -> str:
     charts, table = _facet_charts(ctx, measures, "bytes", "bytes (lower is better)", value_of, ref_of=ref_of)
     parts.append(charts)
     inc = next((i for i, m in enumerate(measures) if m.get("train_increase")), None)
+    vs_peer: dict[tuple[str, ...], dict[str, tuple[float, str]]] = {}
+    if inc is not None:
+        per_facet: dict[tuple[str, ...], dict[str, float]] = {}
+        for label, facet, bars in table:
+            if bars[inc].get("value") is not None:
+                per_facet.setdefault(tuple(facet), {})[label] = bars[inc]["value"]
+        vs_peer = {f: same_framework_ratios(ctx, v, higher_is_better=False) for f, v in per_facet.items()}
     rows, csv = [], []
     for label, facet, bars in table:
         refs = ref_of(facet)
@@ -872,20 +926,25 @@ def section_memory(ctx: Ctx) -> str:
         ratio = None
         if inc is not None and spec_bytes and bars[inc].get("value") is not None:
             ratio = bars[inc]["value"] / spec_bytes
-        ratio_cell = [_num(f"{ratio:.2f}×" if ratio is not None else R.na_short("no training increase or spec"))]
+        peer_ratios = vs_peer.get(tuple(facet), {})
+        ratio_cell = [_num(f"{ratio:.2f}×" if ratio is not None else R.na_short("no training increase or spec")),
+                      _ratio_cell(peer_ratios, label, "training increase ÷ the lowest of a peer of its framework")]
         rows.append([f"<b>{esc(label)}</b>", esc(ctx.role(label))] + [esc(v) for v in facet]
                     + [_num(_bar_html(b, R.fmt_bytes)) for b in bars]
                     + [_num(R.fmt_bytes(spec_bytes) if refs else R.na_short("no spec prediction"))]
                     + (ratio_cell if inc is not None else []) + [_note(bars)])
         csv.append([label, ctx.role(label), *facet] + [b.get("value") for b in bars] + [spec_bytes]
-                   + ([ratio] if inc is not None else []))
+                   + ([ratio, peer_ratios[label][0] if label in peer_ratios else None] if inc is not None else []))
     cols = [("variant", ""), ("role", "")] + [(esc(p), "") for p in ctx.facet_params] + [
         (esc(m["name"]), "num") for m in measures] + [("spec prediction", "num")] + (
-        [("increase / spec", "num")] if inc is not None else []) + [("note", "")]
+        [("increase / spec", "num"), ("increase × lowest peer, same framework", "num")] if inc is not None else []
+    ) + [("note", "")]
     parts.append(_folded(f"Table: memory ({len(rows)} rows)", ctx.page.table(
         "memory", cols, rows, csv_rows=csv,
         csv_columns=["variant", "role", *ctx.facet_params] + [m["name"] for m in measures]
-        + ["spec_prediction_bytes"] + (["training_increase_over_spec"] if inc is not None else []))))
+        + ["spec_prediction_bytes"]
+        + (["training_increase_over_spec", "training_increase_over_lowest_same_framework_peer"] if inc is not None
+           else []))))
     parts.append("</section>")
     return "".join(parts)
 
