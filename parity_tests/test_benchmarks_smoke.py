@@ -511,6 +511,25 @@ def test_train_memory_benchmark_reports_a_failed_child(tmp_path, monkeypatch):
     assert calls == ["torch"]
 
 
+def test_run_profile_summary_lists_the_training_memory():
+    """``make bench``'s closing text table: one row per timed combination, the TrainMemory increase in MiB for
+    training rows and n/a for forward ones (TrainMemory skips them)."""
+    from benchmarks import run_profile
+
+    key_f, key_t = ("torch", "radar", "forward", "float32"), ("torch", "radar", "train", "float32")
+    results = {
+        "bench_convlstm.TimeStep.time_step": {key_f: 0.1, key_t: 0.3},
+        "bench_convlstm.TrainMemory.track_train_rss_increase_bytes": {key_f: math.nan, key_t: 252 * 2**20},
+    }
+    lines = run_profile.summary_table(results).splitlines()
+    head = [c.strip() for c in lines[0].split("|")]
+    col = head.index("train RSS increase MiB")
+    rows = {tuple(c.strip() for c in line.split("|"))[1]: [c.strip() for c in line.split("|")]
+            for line in lines[2:4]}
+    assert rows["train"][col] == "252" and rows["forward"][col] == "n/a"
+    assert rows["train"][head.index("ms/step")] == "300.00"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM / clear_refs are Linux /proc features")
 def test_train_rss_high_water_mark_reset():
     """The warm-step figure relies on resetting VmHWM: a freed 200 MiB array must stop counting after a reset."""

@@ -861,6 +861,7 @@ def section_memory(ctx: Ctx) -> str:
         measures.append({"name": name, "bench": b, "unit": "bytes"})
     if host and base:
         measures.append({"name": "host peak − import baseline", "bench": host[0], "minus": base[0], "unit": "bytes"})
+
     def train_key(bench: str) -> str | None:
         return next((k for k in TRAIN_MEM_NAMES if f"train_rss_{k}" in _short(bench)), None)
 
@@ -928,7 +929,7 @@ def section_memory(ctx: Ctx) -> str:
             ratio = bars[inc]["value"] / spec_bytes
         peer_ratios = vs_peer.get(tuple(facet), {})
         ratio_cell = [_num(f"{ratio:.2f}×" if ratio is not None else R.na_short("no training increase or spec")),
-                      _ratio_cell(peer_ratios, label, "training increase ÷ the lowest of a peer of its framework")]
+                      _ratio_cell(peer_ratios, label, "training increase ÷ the lowest peer of its framework")]
         rows.append([f"<b>{esc(label)}</b>", esc(ctx.role(label))] + [esc(v) for v in facet]
                     + [_num(_bar_html(b, R.fmt_bytes)) for b in bars]
                     + [_num(R.fmt_bytes(spec_bytes) if refs else R.na_short("no spec prediction"))]
