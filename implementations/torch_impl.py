@@ -70,17 +70,45 @@ def _hard_sigmoid_keras2(x: Tensor) -> Tensor:
 
 
 _IDENTITY_TANH_DTYPES = (torch.float32, torch.float64)
+#: The identity pays off only on large strided views with short contiguous runs (see :func:`_tanh`).
+_IDENTITY_TANH_MAX_RUN = 32
+_IDENTITY_TANH_MIN_NUMEL = 16384
+
+
+def _use_identity_tanh(x: Tensor) -> bool:
+    """Whether :func:`_tanh` computes ``tanh(x)`` as ``2 sigmoid(2x) - 1``: on CPU, in float32/float64, eagerly,
+    for a tensor that is not dense in any memory format, whose stride-1 axis is shorter than
+    ``_IDENTITY_TANH_MAX_RUN`` and that has at least ``_IDENTITY_TANH_MIN_NUMEL`` elements."""
+    if x.device.type != "cpu" or x.dtype not in _IDENTITY_TANH_DTYPES or torch.compiler.is_compiling():
+        return False
+    if x.numel() < _IDENTITY_TANH_MIN_NUMEL or x.is_contiguous():
+        return False
+    fmt = _MEMORY_FORMATS.get(x.ndim - 2)
+    if fmt is not None and x.is_contiguous(memory_format=fmt):
+        return False
+    run = next((size for size, stride in zip(x.shape, x.stride()) if stride == 1), 1)
+    return run < _IDENTITY_TANH_MAX_RUN
 
 
 def _tanh(x: Tensor, out: Tensor | None = None) -> Tensor:
-    """``tanh(x)``; on CPU in float32/float64 computed as ``2 sigmoid(2x) - 1``.
+    """``tanh(x)``; for large strided views with short contiguous runs (:func:`_use_identity_tanh`) computed as
+    ``2 sigmoid(2x) - 1``.
 
-    Why: torch's CPU tanh kernel takes ~1.5-2.5 ns per element on a 2-core Zen 5 (87-156 us for a (4, 16, 32, 32)
-    float32 tensor), 3-5x more than sigmoid plus two element-wise ops (31 us); the identity adds <= 2e-7 absolute
-    error in float32 (forward tolerance 1e-5). Half-precision dtypes (where ``sigmoid(2x)`` rounded near 0.5 would
-    lose tanh's small values), GPUs and torch.compile (which generates its own vectorised tanh) use torch.tanh.
+    Why: torch's CPU tanh kernel is fast on dense tensors but slow on a gate block of a channels-last gate tensor
+    when F is small (runs of F contiguous elements, then a jump of 4F). Measured on a 2-vCPU Intel Xeon (AVX-512),
+    float32, per call:
+
+    * the g-gate view of `small` (B 4, F 16, 32x32): tanh 88 us, the identity 40 us (on a 2-core Zen 5 earlier:
+      87-156 us against 31 us);
+    * the same with F 64 (`radar`, B 8, 25x25): tanh 171 us, the identity 231 us;
+    * dense (B 4, F 16, 32x32), the cell state: tanh 15 us, the identity 38 us; (8, 64, 25, 25): 57 vs 137 us;
+    * small views (512 to 8192 elements): tanh 6.6-24.5 us, the identity 10.4-25.1 us.
+
+    The identity adds <= 2e-7 absolute error in float32 (forward tolerance 1e-5). Half-precision dtypes (where
+    ``sigmoid(2x)`` rounded near 0.5 would lose tanh's small values), GPUs and torch.compile (which generates its own
+    vectorised tanh) always use torch.tanh.
     """
-    if x.device.type != "cpu" or x.dtype not in _IDENTITY_TANH_DTYPES or torch.compiler.is_compiling():
+    if not _use_identity_tanh(x):
         return torch.tanh(x) if out is None else torch.tanh(x, out=out)
     s = torch.sigmoid(x * 2.0)
     return torch.add(s.new_full((), -1.0), s, alpha=2.0, out=out)

@@ -108,3 +108,37 @@ def test_double_backward_needs_the_autograd_loop():
         f"second derivative along a direction: analytic {got!r}, finite difference {fd!r}, "
         f"max-abs-diff {abs(got - fd):.3e} ({tol.reason})"
     )
+
+
+def test_cpu_tanh_identity_only_on_large_short_run_views():
+    """``_tanh`` takes ``2 sigmoid(2x) - 1`` only where it was measured faster (large strided views with short
+    contiguous runs, e.g. the g-gate block of a channels-last gate tensor with F = 16) and ``torch.tanh`` elsewhere;
+    both agree with float64 tanh to 2e-7 in float32."""
+    torch, ti = _torch()
+    gen = torch.Generator().manual_seed(0)
+
+    def gate_view(b, f, s):
+        z = (4 * torch.randn(b, 4 * f, s, s, generator=gen)).contiguous(memory_format=torch.channels_last)
+        return z.chunk(4, 1)[2]
+
+    cases = {
+        "g view, F 16, 65536 elements": (gate_view(4, 16, 32), True),
+        "g view, F 64": (gate_view(8, 64, 25), False),
+        "small g view, F 4": (gate_view(2, 4, 8), False),
+        "dense channels-last": (4 * torch.randn(4, 16, 32, 32, generator=gen).contiguous(
+            memory_format=torch.channels_last), False),
+        "dense channels-first": (4 * torch.randn(4, 16, 32, 32, generator=gen), False),
+        "float16 view": (gate_view(4, 16, 32).half(), False),
+    }
+    for name, (x, identity) in cases.items():
+        assert ti._use_identity_tanh(x) is identity, name
+        got = ti._tanh(x)
+        out = torch.empty_like(x)
+        ti._tanh(x, out=out)
+        want = torch.tanh(x.double())
+        tol = 2e-7 if x.dtype == torch.float32 else 1e-3
+        for value in (got, out):
+            err = (value.double() - want).abs().max().item()
+            assert err <= tol, f"{name}: max abs err {err:.3g} > {tol:g}"
+    assert not ti._use_identity_tanh(gate_view(4, 16, 32).double().cuda() if torch.cuda.is_available()
+                                     else gate_view(4, 16, 32).to(torch.bfloat16))
