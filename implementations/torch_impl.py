@@ -98,8 +98,8 @@ def _tanh(x: Tensor, out: Tensor | None = None) -> Tensor:
     when F is small (runs of F contiguous elements, then a jump of 4F). Measured on a 2-vCPU Intel Xeon (AVX-512),
     float32, per call:
 
-    * the g-gate view of `small` (B 4, F 16, 32x32): tanh 88 us, the identity 40 us (on a 2-core Zen 5 earlier:
-      87-156 us against 31 us);
+    * the g-gate view of `small` (B 4, F 16, 32x32): tanh 88 us, the identity 40 us (the figures that introduced the
+      identity on a 2-core Zen 5, 87-156 us against 31 us for a (4, 16, 32, 32) tensor, match this case);
     * the same with F 64 (`radar`, B 8, 25x25): tanh 171 us, the identity 231 us;
     * dense (B 4, F 16, 32x32), the cell state: tanh 15 us, the identity 38 us; (8, 64, 25, 25): 57 vs 137 us;
     * small views (512 to 8192 elements): tanh 6.6-24.5 us, the identity 10.4-25.1 us.
@@ -217,8 +217,9 @@ def _to_channels_last(t: Tensor, lead: int) -> Tensor:
 
 def _split_channels(t: Tensor, n: int, channels_last: bool) -> tuple[Tensor, ...]:
     """``(B, n*F, *S)`` -> n tensors ``(B, F, *S)`` (views), for the autograd loop: the views are the same as
-    ``t.chunk(n, 1)``'s, but their backward (a stack, not a cat) keeps the gradient in the channels-last order.
-    Without autograd (:class:`_Recurrence`) ``chunk`` gives the same views in one op instead of ~11."""
+    ``t.chunk(n, 1)``'s, but autograd's backward of these view ops (an unbind's is a stack) writes the gradient in
+    the channels-last order, which the README's issue-7 table measured as faster. Without autograd
+    (:class:`_Recurrence`) ``chunk`` gives the same views in one op instead of ~11."""
     if not channels_last:
         return t.chunk(n, dim=1)
     blocks = t.movedim(1, -1).unflatten(-1, (n, -1)).unbind(-2)  # each (B, *S, F)
