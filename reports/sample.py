@@ -65,6 +65,12 @@ def selected(combo: tuple[str, ...]) -> bool:
     return dtype == "float32" or ROLES[variant] == "ours"
 
 
+def _spec_bytes(workload: str, dtype: str) -> float:
+    """The sample's spec-predicted activation bytes of a training step (``SpecActivation``)."""
+    b, t = WORKLOADS[workload]
+    return float(b * t * (89088 if workload == "tiny" else 2.28e6) * (2 if dtype == "float32" else 1))
+
+
 def _value(name: str, combo: tuple[str, ...], commit_i: int, rnd: random.Random, missing: set[str],
            failed: set[tuple]) -> Any:
     """A plausible number, NaN (skipped) or None (failed)."""
@@ -74,9 +80,7 @@ def _value(name: str, combo: tuple[str, ...], commit_i: int, rnd: random.Random,
             return math.nan
         return {"torch": 230e6, "keras": 668e6, "jax": 180e6}[FRAMEWORK[variant]] * (1 + 0.01 * rnd.random())
     if name.endswith("track_predicted_activation_bytes"):
-        workload, dtype = combo
-        b, t = WORKLOADS[workload]
-        return float(b * t * (89088 if workload == "tiny" else 2.28e6) * (2 if dtype == "float32" else 1))
+        return _spec_bytes(*combo)
     if name.endswith("time_broken"):
         return None
     variant, workload, mode, dtype = combo
@@ -112,7 +116,7 @@ def _value(name: str, combo: tuple[str, ...], commit_i: int, rnd: random.Random,
     if short.startswith("track_train_rss_"):
         if mode != "train":
             return math.nan  # measured in mode train only
-        spec = b * t * (89088 if workload == "tiny" else 2.28e6) * (2 if dtype == "float32" else 1)
+        spec = _spec_bytes(workload, dtype)
         factor = {"torch": 1.4, "keras": 1.6, "jax": 1.9}[FRAMEWORK[variant]]
         share = {"increase": 1.0, "warm_step": 0.8, "held": 0.25}[short[len("track_train_rss_"):-len("_bytes")]]
         return (spec * factor + 20e6) * share
