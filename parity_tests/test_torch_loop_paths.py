@@ -140,3 +140,61 @@ def test_cpu_tanh_identity_only_on_large_short_run_views():
         for value in (got, out):
             err = (value.double() - want).abs().max().item()
             assert err <= tol, f"{name}: max abs err {err:.3g} > {tol:g}"
+
+
+
+def _module_call(case):
+    """``call(grad)``: the module on the case's inputs, initial state and direction, with or without autograd."""
+    torch, _ = _torch()
+    runner = _runner(case)
+    kwargs = case.run_kwargs("float64")
+    x = torch.from_numpy(np.moveaxis(case.inputs("float64"), -1, 2).copy())
+    init = runner._states(kwargs["initial_state"])
+
+    def call(grad: bool):
+        with torch.set_grad_enabled(grad):
+            seq, hs, cs = runner.module(x, init, kwargs["go_backwards"])
+        return [seq, *hs, *cs]
+
+    return torch, runner.module, call
+
+
+def _max_abs_diffs(got, want) -> list[float]:
+    return [float((g - w).abs().max()) for g, w in zip(got, want)]
+
+
+@pytest.mark.parametrize("case_id", ["peephole_channel", "initial_state_2layers", "go_backwards_2layers"])
+def test_backward_twice_with_a_retained_graph(case_id):
+    """The hand-written backward overwrites the saved gates with their gradients unless the graph is retained: with
+    ``retain_graph=True`` every backward gives the gradients of a fresh graph, bit for bit, and without it a second
+    backward is torch's own error, never wrong numbers."""
+    torch, module, call = _module_call(CASES_BY_ID[case_id])
+    params = list(module.parameters())
+    weights = torch.Generator().manual_seed(3)
+    probe = [torch.randn(t.shape, generator=weights, dtype=t.dtype) for t in call(False)]
+
+    def loss():
+        return sum((t * p).sum() for t, p in zip(call(True), probe))
+
+    fresh = torch.autograd.grad(loss(), params)
+    value = loss()
+    runs = {
+        "first, retained": torch.autograd.grad(value, params, retain_graph=True),
+        "second, retained": torch.autograd.grad(value, params, retain_graph=True),
+        "third, not retained": torch.autograd.grad(value, params),
+    }
+    for name, grads in runs.items():
+        diffs = _max_abs_diffs(grads, fresh)
+        assert max(diffs) == 0.0, f"{case_id}: {name} backward vs a fresh graph, max-abs-diff per parameter {diffs}"
+    with pytest.raises(RuntimeError, match="second time"):
+        torch.autograd.grad(value, params)
+
+
+@pytest.mark.parametrize("case_id", ["peephole_full_valid", "initial_state_2layers", "go_backwards_2layers"])
+def test_forward_without_gradients_matches_the_training_forward(case_id):
+    """Without gradients the loop keeps two steps of gates and cell states instead of T: the same numbers, bit for
+    bit, as the forward that keeps them all for a backward."""
+    _, _, call = _module_call(CASES_BY_ID[case_id])
+    plain, training = call(False), call(True)
+    diffs = _max_abs_diffs(plain, [t.detach() for t in training])
+    assert max(diffs) == 0.0, f"{case_id}: outputs and states, max-abs-diff {diffs}"
