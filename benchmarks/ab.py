@@ -43,12 +43,13 @@ def ab_profile() -> common.Profile:
 
 
 def measure_once(variant: str, workload: str, mode: str, dtype: str) -> dict[str, Any]:
-    """One fresh-process measurement (run in the child): step-time median and samples, conv-peak fraction."""
+    """One fresh-process measurement (run in the child): step-time median and samples, conv-peak fraction, minor
+    page faults per step."""
     profile = ab_profile()
     case = common.prepare_case(variant, workload, mode, dtype, profile=profile, record=False)
     m = common.measure_case(case, profile)
     return {key: m[key] for key in ("step_seconds", "step_samples", "fraction_of_conv_peak", "peak_conv_gflops",
-                                    "achieved_gflops", "first_call_seconds")}
+                                    "achieved_gflops", "first_call_seconds", "minor_faults_per_step")}
 
 
 def run_child(variant: str, workload: str, mode: str, dtype: str) -> dict[str, Any]:
@@ -169,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for v in variants:
             result = run_child(v, args.workload, args.mode, args.dtype)
             runs[v].append(result)
-            shown = f"{result['step_seconds'] * 1e3:.1f} ms" if "error" not in result else result["error"]
+            shown = result["error"] if "error" in result else (
+                f"{result['step_seconds'] * 1e3:.1f} ms, {_faults(result)} page faults/step")
             print(f"round {r + 1}/{args.rounds} {v}: {shown}", flush=True)
     print(f"\n{args.workload} {args.mode} {args.dtype}: per-process median step time (ms), {args.rounds} processes")
     print(f"{'variant':<16} {'min':>8} {'median':>8} {'max':>8}  {'frac conv peak (median)':>24}  per process")
@@ -186,6 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         common.write_json_atomic(args.json, {"workload": args.workload, "mode": args.mode, "dtype": args.dtype,
                                              "runs": runs})
     return 0
+
+
+def _faults(result: dict[str, Any]) -> str:
+    value = result.get("minor_faults_per_step")
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 if __name__ == "__main__":

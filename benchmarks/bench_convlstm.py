@@ -124,6 +124,29 @@ class Metrics(_Grid):
     track_fraction_of_conv_peak.unit = "fraction"
 
 
+class PageFaults(_Grid):
+    """Minor page faults per timed step, from the Metrics process of the combination (``getrusage``).
+
+    A fault is a first touch of a page the process got from the kernel: on a CPU, mostly memory that glibc's
+    allocator returned to the kernel when its heap shrank at the end of a step and has to map (zeroed) again in the
+    next. Each costs about a microsecond, and how many a step takes depends on the order and size of its large
+    allocations, not only on how much memory it needs: thousands per step explain a row that is slower than its
+    FLOPs and memory suggest, or slower in one process than in another. Skipped where the platform has no count."""
+
+    version = "convlstm-bench-page-faults-1"
+    setup_cache = _run_directory
+
+    def setup(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> None:
+        self.m = common.cached_metrics(run_dir, (variant, workload, mode, dtype))
+        if self.m.get("minor_faults_per_step") is None:
+            raise NotImplementedError("no minor page-fault count (getrusage) on this platform")
+
+    def track_minor_faults_per_step(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> float:
+        return float(self.m["minor_faults_per_step"])
+
+    track_minor_faults_per_step.unit = "faults/step"
+
+
 class DeviceMemory(_Grid):
     """Peak bytes of the framework's device allocator after the measured steps (torch.cuda.max_memory_allocated,
     jax ``memory_stats()['peak_bytes_in_use']``, tf ``get_memory_info('GPU:0')['peak']``); skipped on a CPU."""

@@ -874,15 +874,28 @@ def sample_seconds(run: Callable[[], None], profile: Profile) -> list[float]:
     return samples
 
 
+def minor_page_faults() -> int | None:
+    """Minor page faults of this process so far (``getrusage``), or None where the platform has no count."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
 def measure_case(case: Case, profile: Profile | None = None) -> dict[str, Any]:
     """Every derived metric of a prepared case, all measured in this one process.
 
     Steady-state step time (median of :func:`sample_seconds`), throughput, achieved GFLOP/s from
     :meth:`StackSpec.flops`, the framework's own matmul/conv peaks on the same device and dtype, the
-    fractions of those peaks, and the device allocator's peak bytes (None on a CPU).
+    fractions of those peaks, the device allocator's peak bytes (None on a CPU), and the minor page faults per
+    timed step (first touches of memory the C allocator got from, or gave back to, the kernel; None where the
+    platform does not count them).
     """
     profile = active_profile() if profile is None else profile
+    faults0 = minor_page_faults()
     samples = sample_seconds(case.run, profile)
+    faults1 = minor_page_faults()
     median = float(np.median(samples))
     b, t = case.workload.batch, case.workload.steps
     flops = case.workload.spec.flops(case.workload.input_shape, case.mode)
@@ -902,6 +915,7 @@ def measure_case(case: Case, profile: Profile | None = None) -> dict[str, Any]:
         "fraction_of_matmul_peak": achieved / peaks["matmul"],
         "fraction_of_conv_peak": achieved / peaks["conv"],
         "device_peak_bytes": case.model.device_peak_bytes(),
+        "minor_faults_per_step": None if faults0 is None or faults1 is None else (faults1 - faults0) / len(samples),
         "device": case.model.device,
         "device_name": case.model.device_name,
         "verify": case.verify,

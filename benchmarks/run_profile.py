@@ -119,6 +119,7 @@ def summary_table(results: dict[str, dict[tuple[str, ...], Any]]) -> str:
     rss = pick(".PeakMemory.peakmem_step")
     base = pick(".ImportBaseline.peakmem_import")
     train_inc = pick(".TrainMemory.track_train_rss_increase_bytes")
+    faults = pick(".PageFaults.track_minor_faults_per_step")
 
     def num(v: Any) -> float | None:
         return v if isinstance(v, (int, float)) and v == v else None
@@ -146,17 +147,20 @@ def summary_table(results: dict[str, dict[tuple[str, ...], Any]]) -> str:
                 _fmt(r / 2**20 if r else None, "{:.0f}"),
                 _fmt((r - b) / 2**20 if r and b else None, "{:.0f}"),
                 _fmt(num(train_inc.get(key)) / 2**20 if num(train_inc.get(key)) else None, "{:.0f}"),
+                _fmt(num(faults.get(key)), "{:.0f}"),
             ]
         )  # fmt: skip
     head = ["workload", "mode", "dtype", "variant", "ms/step", "ms/step (Metrics)", "seq/s (Metrics)",
-            "frac conv peak", "first call s", "RSS MiB", "RSS-import MiB", "train RSS increase MiB"]  # fmt: skip
+            "frac conv peak", "first call s", "RSS MiB", "RSS-import MiB", "train RSS increase MiB",
+            "page faults/step"]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
     lines = [" | ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in [head, *rows]]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     lines.append("ms/step: asv's TimeStep median. The (Metrics) columns, frac conv peak and first call come from the "
                  "Metrics process of the same combination;\nwhere the two ms/step differ, the host ran the two "
                  "processes at different speeds: compare with `python -m benchmarks.ab` (fresh processes).\n"
-                 "train RSS increase: TrainMemory, peak RSS over the build in a fresh process of its own (train only).")
+                 "train RSS increase: TrainMemory, peak RSS over the build in a fresh process of its own (train "
+                 "only).\npage faults/step: PageFaults, minor faults per timed step in the Metrics process.")
     return "\n".join(lines)
 
 

@@ -40,6 +40,7 @@ EXPECTED_BENCHMARKS = {
     "Metrics.track_fraction_of_matmul_peak",
     "Metrics.track_fraction_of_conv_peak",
     "DeviceMemory.track_device_peak_bytes",
+    "PageFaults.track_minor_faults_per_step",
     "PeakMemory.peakmem_step",
     "TrainMemory.track_train_rss_increase_bytes",
     "TrainMemory.track_train_rss_warm_step_bytes",
@@ -106,7 +107,7 @@ def test_discovery_imports_no_framework(block):
     assert EXPECTED_BENCHMARKS <= set(found), sorted(EXPECTED_BENCHMARKS - set(found))
     for name, info in found.items():
         assert info["version"], f"{name} has no explicit version"
-        if name.split(".")[0] in ("TimeStep", "Metrics", "DeviceMemory", "PeakMemory"):
+        if name.split(".")[0] in ("TimeStep", "Metrics", "PageFaults", "DeviceMemory", "PeakMemory"):
             assert info["params"] == common.PARAMS and info["names"] == common.PARAM_NAMES, name
         if ".track_" in name:
             assert info["unit"], f"{name} has no unit"
@@ -357,6 +358,8 @@ REAL_RUN = """
     combo = (ours, "tiny", "train", "float32")
     m = b.Metrics(); m.setup(run_dir, *combo)
     tracks = {{name: getattr(m, name)(run_dir, *combo) for name in dir(m) if name.startswith("track_")}}
+    f = b.PageFaults(); f.setup(run_dir, *combo)
+    faults = f.track_minor_faults_per_step(run_dir, *combo)
     d = b.DeviceMemory()
     try:
         d.setup(run_dir, *combo); device_bytes = d.track_device_peak_bytes(run_dir, *combo)
@@ -365,7 +368,9 @@ REAL_RUN = """
     p = b.PeakMemory(); p.setup(peer, "tiny", "train", "float32"); p.peakmem_step(peer, "tiny", "train", "float32")
     i = b.ImportBaseline(); i.setup(ours); i.peakmem_import(ours)
     env = json.load(open(os.environ["BENCH_ENV_FILE"]))
-    print(json.dumps(dict(cases=out, tracks=tracks, device_bytes=device_bytes, env_cases=sorted(env["cases"]),
+    print(json.dumps(dict(cases=out, tracks=tracks, faults=faults, device_bytes=device_bytes,
+                          stored=json.load(open(common.metrics_path(run_dir, combo)))["ok"]["minor_faults_per_step"],
+                          env_cases=sorted(env["cases"]),
                           env_variant=env["variants"][ours])))
 """
 
@@ -398,6 +403,8 @@ def test_real_run_on_tiny(tmp_path, ours, peer, framework):
         tracks["track_achieved_gflops"] / tracks["track_peak_conv_gflops"]
     )
     assert str(data["device_bytes"]).startswith("skip:") or data["device_bytes"] > 0
+    # Linux counts minor faults: a non-negative per-step figure, the one the Metrics process stored.
+    assert isinstance(data["faults"], float) and data["faults"] >= 0 and data["faults"] == data["stored"]
     assert f"{ours}/tiny/forward/float32" in data["env_cases"] and f"{peer}/tiny/train/float32" in data["env_cases"]
     assert data["env_variant"]["device"] and data["env_variant"]["versions"]
 
@@ -520,6 +527,7 @@ def test_run_profile_summary_lists_the_training_memory():
     results = {
         "bench_convlstm.TimeStep.time_step": {key_f: 0.1, key_t: 0.3},
         "bench_convlstm.TrainMemory.track_train_rss_increase_bytes": {key_f: math.nan, key_t: 252 * 2**20},
+        "bench_convlstm.PageFaults.track_minor_faults_per_step": {key_f: 0.0, key_t: 3642.9},
     }
     lines = run_profile.summary_table(results).splitlines()
     head = [c.strip() for c in lines[0].split("|")]
@@ -528,6 +536,26 @@ def test_run_profile_summary_lists_the_training_memory():
             for line in lines[2:4]}
     assert rows["train"][col] == "252" and rows["forward"][col] == "n/a"
     assert rows["train"][head.index("ms/step")] == "300.00"
+    faults = head.index("page faults/step")
+    assert rows["train"][faults] == "3643" and rows["forward"][faults] == "0"
+
+
+def test_page_faults_benchmark_skips_without_a_count(tmp_path):
+    """Metrics stored without a page-fault count (no getrusage, or an older run) make PageFaults a skip, not a
+    failure; with one it reports the stored figure."""
+    from benchmarks import bench_convlstm as b
+
+    combo = ("torch", "tiny", "train", "float32")
+    base = {"combo": list(combo), "step_seconds": 0.003}
+    for stored, expected in ((None, None), (12.5, 12.5)):
+        common.write_json_atomic(common.metrics_path(tmp_path, combo), {"ok": base | {"minor_faults_per_step": stored}})
+        bench = b.PageFaults()
+        if expected is None:
+            with pytest.raises(NotImplementedError, match="page-fault count"):
+                bench.setup(str(tmp_path), *combo)
+        else:
+            bench.setup(str(tmp_path), *combo)
+            assert bench.track_minor_faults_per_step(str(tmp_path), *combo) == expected
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM / clear_refs are Linux /proc features")
