@@ -325,6 +325,28 @@ def test_throughput_of_ours_against_the_best_peer_of_its_framework(page):
     assert "ours ÷ best peer, same framework: keras-tf-xla " in text  # (flax-linen is missing in the sample)
 
 
+def test_throughput_table_lists_page_faults_per_step(page, data):
+    """The PageFaults figure of each combination sits in the throughput table (and its CSV) beside the timing, equal
+    to the asv result of the same combination."""
+    _, text = page
+    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
+    t = json.loads(m.group(1))["tables"]["throughput"]
+    cols = t["columns"]
+    faults = cols.index("minor_page_faults_per_step")
+    grid = [cols.index(c) for c in ("workload", "mode", "dtype")]
+    checked = 0
+    for r in t["rows"]:
+        want = rows_of(data, "track_minor_faults_per_step", variant=r[0],
+                       **{name: r[i] for name, i in zip(("workload", "mode", "dtype"), grid)})
+        if want and want[0]["status"] == "ok":
+            assert float(r[faults]) == pytest.approx(want[0]["value"]), r[:4]
+            checked += 1
+        else:
+            assert r[faults] in ("", None), r[:4]
+    assert checked >= 12
+    assert "page faults / step" in text
+
+
 def test_empty_inputs_render_na(tmp_path):
     out = build.build_report(tmp_path / "none" / "results", tmp_path / "none" / "parity", tmp_path / "r.html")
     text = out.read_text()

@@ -5,10 +5,10 @@
 
 Benchmarks are recognised by asv type and name patterns (``time_*``, ``track_*sequences_per_second*``/
 ``*throughput*``, ``track_*fraction*``/``*efficiency*``, ``peakmem_*``, ``track_*device*``, ``track_*first_call*``/
-``*compile*``, ``track_*predicted*``, ``track_train_rss_*``), parameters by ``param_names`` in ``benchmarks.json``:
-the series of a chart is the ``variant`` parameter (else the first), the other parameters of the grid make the
-facets. Nothing missing crashes the page: absent inputs, failed and skipped benchmarks and missing frameworks show
-as ``n/a`` with the reason.
+``*compile*``, ``track_*predicted*``, ``track_train_rss_*``, ``track_*faults_per_step*``), parameters by
+``param_names`` in ``benchmarks.json``: the series of a chart is the ``variant`` parameter (else the first), the
+other parameters of the grid make the facets. Nothing missing crashes the page: absent inputs, failed and skipped
+benchmarks and missing frameworks show as ``n/a`` with the reason.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ PATTERNS = {
     "device_mem": r"device.*(bytes|mem)",
     "spec_mem": r"(predicted|spec).*(bytes|mem|activation)",
     "train_mem": r"train_rss",
+    "faults": r"page_faults|faults_per_step",
 }
 #: Names of the training-memory measures (``TrainMemory``, benchmarks/train_rss.py) in the report.
 TRAIN_MEM_NAMES = {
@@ -568,6 +569,7 @@ def section_throughput(ctx: Ctx) -> str:
     tp = ctx.bench_names(lambda n, s, m: _match("throughput", s) and m.get("param_names") == ctx.grid)
     tm = ctx.bench_names(lambda n, s, m: m.get("type") == "time" and m.get("param_names") == ctx.grid)
     fr = ctx.bench_names(lambda n, s, m: _match("frames", s) and m.get("param_names") == ctx.grid)
+    pf = ctx.bench_names(lambda n, s, m: _match("faults", s) and m.get("param_names") == ctx.grid)
     if not (tp or tm):
         parts.append(f"<p>{na('no throughput or timing benchmark results: run make bench')}</p></section>")
         return "".join(parts)
@@ -596,6 +598,7 @@ def section_throughput(ctx: Ctx) -> str:
             r_tp = ctx.lookup(tp_name, combo) if tp_name else None
             r_tm = ctx.lookup(tm_name, combo) if tm_name else None
             r_fr = ctx.lookup(fr[0], combo) if fr else None
+            r_pf = ctx.lookup(pf[0], combo) if pf else None
             batch = ctx.batch(combo)
             bar: dict[str, Any]
             # bar and whiskers from one measurement: asv's timing repeats (batch ÷ time); the throughput track
@@ -632,6 +635,7 @@ def section_throughput(ctx: Ctx) -> str:
                      if r_tm and r_tm["status"] == "ok" else ""),
                 f'<span class="num">{int(r_tm["repeat"]) if r_tm and r_tm["repeat"] else ""}</span>',
                 f'<span class="num">{fv(r_fr) if fr else ""}</span>',
+                f'<span class="num">{_faults_cell(r_pf) if pf else ""}</span>',
                 f'<span class="num">{esc(batch or "")}</span>',
                 f'<span class="num">{esc(R.fmt_sci(verify.get("max_abs_err")) if "max_abs_err" in verify else "")}'
                 f"</span>",
@@ -640,7 +644,8 @@ def section_throughput(ctx: Ctx) -> str:
                         r_tp["value"] if r_tp else None, r_tm["value"] if r_tm else None,
                         r_tm["q_25"] if r_tm else None, r_tm["q_75"] if r_tm else None,
                         r_tm["ci_99_a"] if r_tm else None, r_tm["ci_99_b"] if r_tm else None,
-                        r_tm["repeat"] if r_tm else None, r_fr["value"] if r_fr else None, batch,
+                        r_tm["repeat"] if r_tm else None, r_fr["value"] if r_fr else None,
+                        r_pf["value"] if r_pf and r_pf["status"] == "ok" else None, batch,
                         verify.get("max_abs_err"),
                         (r_tp or r_tm or {}).get("status", "absent"),
                         bar.get("na") or note])
@@ -659,17 +664,25 @@ def section_throughput(ctx: Ctx) -> str:
     cols = [("variant", ""), ("role", "")] + [(esc(p), "") for p in ctx.facet_params] + [
         (esc(unit) + " (bar)", "num"), (esc(_short(tp_name)) if tp_name else "track", "num"),
         ("step time (median)", "num"), ("step IQR", "num"), ("repeats", "num"), ("frames/s", "num"),
-        ("batch", "num"), ("verified max-abs err", "num"), ("× best peer, same framework", "num"), ("note", "")]
+        ("page faults / step", "num"), ("batch", "num"), ("verified max-abs err", "num"),
+        ("× best peer, same framework", "num"), ("note", "")]
     parts.append(_folded(f"Table: throughput of every variant ({len(rows)} rows)", ctx.page.table(
         "throughput", cols, rows, caption="verified: outputs of batch element 0 vs the float64 reference before "
                                           "timing (from environment.json)",
         csv_columns=["variant", "role", *ctx.facet_params, unit, _short(tp_name) if tp_name else "track",
                      "step_seconds_median", "step_seconds_q25",
                      "step_seconds_q75", "step_seconds_ci99_low", "step_seconds_ci99_high", "repeats", "frames_per_s",
-                     "batch", "verify_max_abs_err", "ours_over_best_same_framework_peer", "status",
-                     "reason_or_note"], csv_rows=csv)))
+                     "minor_page_faults_per_step", "batch", "verify_max_abs_err",
+                     "ours_over_best_same_framework_peer", "status", "reason_or_note"], csv_rows=csv)))
     parts.append("</section>")
     return "".join(parts)
+
+
+def _faults_cell(record: dict[str, Any] | None) -> str:
+    """Minor page faults per step (``PageFaults``), whole numbers; n/a with the reason where it was skipped."""
+    if record and record["status"] == "ok":
+        return esc(f"{record['value']:.0f}")
+    return R.na_short(_reason(record))
 
 
 def same_framework_ratios(ctx: Ctx, vals: dict[str, float], higher_is_better: bool) -> dict[str, tuple[float, str]]:

@@ -50,6 +50,8 @@ for _n, _u in (("track_sequences_per_second", "sequences/s"), ("track_frames_per
                ("track_first_call_seconds", "seconds")):
     _bench(f"bench_convlstm.Metrics.{_n}", "track", _u, GRID, _GRID_VALUES, "metrics-1")
 _bench("bench_convlstm.DeviceMemory.track_device_peak_bytes", "track", "bytes", GRID, _GRID_VALUES, "device-1")
+_bench("bench_convlstm.PageFaults.track_minor_faults_per_step", "track", "faults/step", GRID, _GRID_VALUES,
+       "page-faults-1")
 _bench("bench_convlstm.PeakMemory.peakmem_step", "peakmemory", "bytes", GRID, _GRID_VALUES, "peakmem-1")
 for _n in ("track_train_rss_increase_bytes", "track_train_rss_warm_step_bytes", "track_train_rss_held_bytes"):
     _bench(f"bench_convlstm.TrainMemory.{_n}", "track", "bytes", GRID, _GRID_VALUES, "train-rss-1")
@@ -113,6 +115,8 @@ def _value(name: str, combo: tuple[str, ...], commit_i: int, rnd: random.Random,
         return base * (3 if mode == "train" else 1) * (1 + 0.1 * rnd.random())
     if short == "track_device_peak_bytes":
         return math.nan  # a CPU: no device allocator
+    if short == "track_minor_faults_per_step":
+        return 0.0 if workload == "tiny" else float(round(b * t * 40 * (2 if mode == "train" else 1) * rnd.random()))
     if short.startswith("track_train_rss_"):
         if mode != "train":
             return math.nan  # measured in mode train only
