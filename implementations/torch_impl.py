@@ -679,18 +679,6 @@ class ConvLSTMLayer(nn.Module):
                 frames = frames.contiguous(memory_format=self._memory_format)
         return frames, kernel, padding
 
-    def input_conv(self, frames: Tensor) -> Tensor:
-        """Input convolution plus bias of a batch of frames: ``(N, C_in, *S)`` -> ``(N, 4F, *S')``."""
-        frames, kernel, padding = self._input_conv_operands(frames)
-        return self._conv(
-            frames,
-            kernel,
-            self.bias,
-            stride=self.spec.strides,
-            padding=padding,
-            dilation=self.spec.dilation_rate,
-        )
-
     def forward(self, x: Tensor, state: State | None = None, reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """Run the layer over a sequence.
 
