@@ -142,7 +142,6 @@ def test_cpu_tanh_identity_only_on_large_short_run_views():
             assert err <= tol, f"{name}: max abs err {err:.3g} > {tol:g}"
 
 
-
 def _module_call(case):
     """``call(grad)``: the module on the case's inputs, initial state and direction, with or without autograd."""
     torch, _ = _torch()
