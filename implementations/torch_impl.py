@@ -290,6 +290,13 @@ class _LoopConfig(NamedTuple):
     input_conv: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # its stride, padding, dilation
 
 
+def _input_conv(frames: Tensor, kernel: Tensor, bias: Tensor | None, cfg: _LoopConfig) -> Tensor:
+    """``(T*B, C, *S)`` -> ``(T*B, 4F, *S')``: the input convolution plus bias, with ``cfg.input_conv``'s stride,
+    padding and dilation (operands from :meth:`ConvLSTMLayer._input_conv_operands`)."""
+    stride, padding, dilation = cfg.input_conv
+    return _CONV[kernel.ndim - 2](frames, kernel, bias, stride=stride, padding=padding, dilation=dilation)
+
+
 def _recurrent_conv(h: Tensor, kernel: Tensor, cfg: _LoopConfig) -> Tensor:
     """``(B, F, *S')`` -> ``(B, 4F, *S')``: stride 1, 'same', dilation 1."""
     if cfg.pre_pad is not None:
@@ -376,8 +383,7 @@ class _Recurrence(torch.autograd.Function):
         cfg: _LoopConfig,
     ) -> tuple[Tensor, Tensor]:
         t, b, cl = cfg.steps, cfg.batch, cfg.channels_last
-        stride, padding, dilation = cfg.input_conv
-        zx = _CONV[kernel.ndim - 2](frames, in_kernel, bias, stride=stride, padding=padding, dilation=dilation)
+        zx = _input_conv(frames, in_kernel, bias, cfg)
         if cl and not zx.is_contiguous(memory_format=_MEMORY_FORMATS[zx.ndim - 2]):
             zx = zx.contiguous(memory_format=_MEMORY_FORMATS[zx.ndim - 2])
         f4, spatial = zx.shape[1], zx.shape[2:]
@@ -625,7 +631,6 @@ class ConvLSTMLayer(nn.Module):
                 self.register_parameter(f"peephole_{g}", None)
             else:
                 setattr(self, f"peephole_{g}", nn.Parameter(torch.empty(peephole_shape, **factory)))
-        self._conv = _CONV[self.rank]
         # False: the time loop is :class:`_Recurrence` (hand-written backward, the fast eager path). True: plain
         # differentiable ops (double backward, forward-mode AD, torch.func); torch.compile always takes the latter.
         self.autograd_loop = False
@@ -710,8 +715,7 @@ class ConvLSTMLayer(nn.Module):
             (tuple(self.spec.strides), tuple(in_padding), tuple(self.spec.dilation_rate)),
         )
         if self.autograd_loop or torch.compiler.is_compiling():
-            zx = self._conv(frames, in_kernel, self.bias, stride=cfg.input_conv[0], padding=in_padding,
-                            dilation=cfg.input_conv[2])
+            zx = _input_conv(frames, in_kernel, self.bias, cfg)
             seq, c = _recurrence_autograd(zx, self.recurrent_kernel, h0, c0, peepholes, cfg)
             return seq, seq[:, t - 1], c
         seq, c = _Recurrence.apply(*inputs, cfg)
