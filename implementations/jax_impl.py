@@ -49,9 +49,10 @@ shifted views of the input, stacked (N, *S', 9, C), contracted with the output g
 :data:`IM2COL_FRAMES` frames at a time; each chunk's patches are made to depend on the previous chunk's result, so
 that XLA builds one chunk's patches at a time instead of hoisting them all (``radar``'s temporaries: 264 MB
 unchained, 131 MB chained, 127 MB with XLA's own gradient). Measured per conv (25x25, 64 -> 256, 8 frames): 89 ->
-182 GFLOP/s; 16 -> 128 channels 59 -> 116; whole ``radar`` training step 484 -> 360 ms (fresh processes, medians
-of 3). Below those channel counts the product is no faster (16 -> 64: 0.92x, 1 -> 64: 0.93x), nor for 5x5
-kernels, whose patches are 25 times the input (0.70x), so those keep XLA's gradient.
+182 GFLOP/s; 16 -> 128 channels 59 -> 116; whole ``radar`` training step 497 -> 363 ms (fresh processes, medians of
+3), with 4 MB more temporaries and 50-70 MiB more RSS increase. Below those channel counts the product is no faster
+(16 -> 64: 0.92x, 1 -> 64: 0.93x), nor for 5x5 kernels, whose patches are 25 times the input (0.70x), so those keep
+XLA's gradient.
 
 Float64: JAX computes in float32 unless ``jax_enable_x64`` is set. A ``Runner(..., dtype="float64")``
 therefore calls ``jax.config.update("jax_enable_x64", True)`` -- a process-wide side effect, done
