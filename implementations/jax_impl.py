@@ -226,8 +226,8 @@ def _conv(
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
-def _conv_chunked_backward(
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def _conv_cpu_backward(
     x: jax.Array,
     kernel: jax.Array,
     strides: tuple[int, ...],
@@ -235,13 +235,16 @@ def _conv_chunked_backward(
     padding: tuple[tuple[int, int], ...],
     precision: lax.Precision | None,
     chunk: int,
+    im2col: bool,
 ) -> jax.Array:
-    """:func:`_conv`, whose backward pass runs the input- and kernel-gradient convolutions on ``chunk``
-    images at a time (see :data:`CPU_BACKWARD_CHUNK`); the forward convolution is one call."""
+    """:func:`_conv` with the CPU backward pass of the module docstring. ``im2col`` False: the input- and
+    kernel-gradient convolutions run on ``chunk`` images at a time (see :data:`CPU_BACKWARD_CHUNK`). True (stride 1
+    only): the input gradient is XLA's, the kernel gradient :func:`_kernel_grad_im2col` on ``chunk`` frames at a
+    time. The forward convolution is one call either way."""
     return _conv(x, kernel, strides, dilation, padding, precision)
 
 
-def _conv_chunked_fwd(
+def _conv_cpu_fwd(
     x: jax.Array,
     kernel: jax.Array,
     strides: tuple[int, ...],
@@ -249,16 +252,18 @@ def _conv_chunked_fwd(
     padding: tuple[tuple[int, int], ...],
     precision: lax.Precision | None,
     chunk: int,
+    im2col: bool,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     return _conv(x, kernel, strides, dilation, padding, precision), (x, kernel)
 
 
-def _conv_chunked_bwd(
+def _conv_cpu_bwd(
     strides: tuple[int, ...],
     dilation: tuple[int, ...],
     padding: tuple[tuple[int, int], ...],
     precision: lax.Precision | None,
     chunk: int,
+    im2col: bool,
     residuals: tuple[jax.Array, jax.Array],
     grad: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
@@ -267,6 +272,10 @@ def _conv_chunked_bwd(
     def conv(a: jax.Array, k: jax.Array) -> jax.Array:
         return _conv(a, k, strides, dilation, padding, precision)
 
+    if im2col:
+        grad_x = jax.vjp(lambda a: conv(a, kernel), x)[1](grad)[0]
+        grad_k = _kernel_grad_im2col(x, grad, kernel.shape, dilation, padding, precision, chunk)
+        return grad_x, grad_k.astype(kernel.dtype)
     # Kernel-gradient partial sums are accumulated in at least float32 (bfloat16 has 8 significand bits).
     acc_dtype = jnp.promote_types(kernel.dtype, jnp.float32)
     grad_x, grad_k = [], jnp.zeros(kernel.shape, acc_dtype)
@@ -278,7 +287,7 @@ def _conv_chunked_bwd(
     return jnp.concatenate(grad_x, axis=0), grad_k.astype(kernel.dtype)
 
 
-_conv_chunked_backward.defvjp(_conv_chunked_fwd, _conv_chunked_bwd)
+_conv_cpu_backward.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
 
 
 def im2col_pays(x_shape: Sequence[int], kernel_shape: Sequence[int], strides: Sequence[int]) -> bool:
@@ -333,48 +342,6 @@ def _kernel_grad_im2col(
     return total.reshape(kernel_shape)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _conv_im2col_backward(
-    x: jax.Array,
-    kernel: jax.Array,
-    dilation: tuple[int, ...],
-    padding: tuple[tuple[int, int], ...],
-    precision: lax.Precision | None,
-    frames: int,
-) -> jax.Array:
-    """Stride-1 :func:`_conv` whose kernel gradient is :func:`_kernel_grad_im2col`; the input gradient is XLA's."""
-    return _conv(x, kernel, (1,) * (kernel.ndim - 2), dilation, padding, precision)
-
-
-def _conv_im2col_fwd(
-    x: jax.Array,
-    kernel: jax.Array,
-    dilation: tuple[int, ...],
-    padding: tuple[tuple[int, int], ...],
-    precision: lax.Precision | None,
-    frames: int,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    return _conv_im2col_backward(x, kernel, dilation, padding, precision, frames), (x, kernel)
-
-
-def _conv_im2col_bwd(
-    dilation: tuple[int, ...],
-    padding: tuple[tuple[int, int], ...],
-    precision: lax.Precision | None,
-    frames: int,
-    residuals: tuple[jax.Array, jax.Array],
-    grad: jax.Array,
-) -> tuple[jax.Array, jax.Array]:
-    x, kernel = residuals
-    ones = (1,) * (kernel.ndim - 2)
-    _, vjp_x = jax.vjp(lambda a: _conv(a, kernel, ones, dilation, padding, precision), x)
-    grad_k = _kernel_grad_im2col(x, grad, kernel.shape, dilation, padding, precision, frames)
-    return vjp_x(grad)[0], grad_k.astype(kernel.dtype)
-
-
-_conv_im2col_backward.defvjp(_conv_im2col_fwd, _conv_im2col_bwd)
-
-
 def conv_nd(
     x: jax.Array,
     kernel: jax.Array,
@@ -396,11 +363,11 @@ def conv_nd(
     """
     strides, dilation = tuple(strides), tuple(dilation)
     padding = tuple(tuple(p) for p in padding)
-    if im2col and im2col_pays(x.shape, kernel.shape, strides):
-        return _conv_im2col_backward(x, kernel, dilation, padding, _precision(precision), IM2COL_FRAMES)
     args = (strides, dilation, padding, _precision(precision))
+    if im2col and im2col_pays(x.shape, kernel.shape, strides):
+        return _conv_cpu_backward(x, kernel, *args, IM2COL_FRAMES, True)
     if backward_chunk is not None and x.shape[0] > backward_chunk:
-        return _conv_chunked_backward(x, kernel, *args, backward_chunk)
+        return _conv_cpu_backward(x, kernel, *args, backward_chunk, False)
     return _conv(x, kernel, *args)
 
 
