@@ -315,7 +315,8 @@ def _kernel_grad_im2col(
     (N, *S, C_in) and the output gradient ``grad`` (N, *S', C_out): per chunk of ``frames`` images, the
     prod(k) shifted views of the padded input stacked to (n, *S', prod(k), C_in) and contracted with the gradient
     over (n, *S'); partial sums in at least float32. Each chunk's input is tied to the previous partial sum (a
-    zero-valued scalar dependency) so that XLA makes one chunk's patches at a time."""
+    zero-valued scalar dependency) so that XLA makes one chunk's patches at a time; a NaN or inf in that scalar,
+    which makes the kernel gradient non-finite anyway, turns the whole gradient into NaN."""
     rank = len(kernel_shape) - 2
     acc_dtype = jnp.promote_types(grad.dtype, jnp.float32)
     out_spatial = grad.shape[1:-1]
