@@ -129,7 +129,8 @@ LayerParams = Mapping[str, jax.Array]
 State = tuple[jax.Array, jax.Array]
 #: Loop strategy: ``True``/``"full"`` (full unroll), ``False`` (= 1) or an int >= 1 steps per iteration.
 Unroll = bool | int | str
-#: Backward chunking of the input convs: ``"auto"``, None (off) or an int >= 1 frames per gradient convolution.
+#: Backward chunking of the input convs: ``"auto"``, None (off) or an int >= 1 frames per gradient convolution;
+#: an int also turns on the im2col kernel gradients of wide 3x3 convolutions (module docstring).
 BackwardChunk = int | str | None
 
 _PRECISIONS = {
@@ -290,11 +291,12 @@ def _conv_cpu_bwd(
 _conv_cpu_backward.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
 
 
-def im2col_pays(x_shape: Sequence[int], kernel_shape: Sequence[int], strides: Sequence[int]) -> bool:
-    """Whether the kernel gradient of this convolution runs faster as one matrix product on XLA's CPU backend
-    (module docstring): 2-D, 3x3, stride 1, >= IM2COL_MIN_IN_CHANNELS in and >= IM2COL_MIN_OUT_CHANNELS out."""
+def im2col_pays(kernel_shape: Sequence[int], strides: Sequence[int]) -> bool:
+    """Whether the kernel gradient of a convolution with this kernel (*k, C_in, C_out) runs faster as one matrix
+    product on XLA's CPU backend (module docstring): 2-D, 3x3, stride 1, >= IM2COL_MIN_IN_CHANNELS in and
+    >= IM2COL_MIN_OUT_CHANNELS out."""
     return (
-        len(x_shape) == 4
+        len(kernel_shape) == 4
         and tuple(kernel_shape[:2]) == (3, 3)
         and all(s == 1 for s in strides)
         and kernel_shape[2] >= IM2COL_MIN_IN_CHANNELS
@@ -365,7 +367,7 @@ def conv_nd(
     strides, dilation = tuple(strides), tuple(dilation)
     padding = tuple(tuple(p) for p in padding)
     args = (strides, dilation, padding, _precision(precision))
-    if im2col and im2col_pays(x.shape, kernel.shape, strides):
+    if im2col and im2col_pays(kernel.shape, strides):
         return _conv_cpu_backward(x, kernel, *args, IM2COL_FRAMES, True)
     if backward_chunk is not None and x.shape[0] > backward_chunk:
         return _conv_cpu_backward(x, kernel, *args, backward_chunk, False)
