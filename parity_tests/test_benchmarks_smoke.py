@@ -283,6 +283,26 @@ def test_adapters_pick_the_gpu_when_present(gpus):
         assert choice.kind == ("gpu" if gpus else "cpu")
 
 
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_torch_gpu_settings_are_benchmark_only(gpus, monkeypatch):
+    """On a CUDA device the benchmarks autotune cuDNN and compile with CUDA graphs; on the CPU neither. The
+    implementation module itself never touches these switches (the parity tests run with PyTorch's defaults)."""
+    monkeypatch.delenv("BENCH_DEVICE", raising=False)
+    fake = _fake_torch(gpus)
+    fake.backends = types.SimpleNamespace(
+        cudnn=types.SimpleNamespace(benchmark=False, allow_tf32=True),
+        cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(allow_tf32=True)),
+    )
+    choice = torch_adapter._select(fake)
+    assert choice.kind == ("gpu" if gpus else "cpu")
+    assert fake.backends.cudnn.benchmark is bool(gpus)
+    assert fake.backends.cudnn.allow_tf32 is not bool(gpus) and fake.backends.cuda.matmul.allow_tf32 is not bool(gpus)
+    assert torch_adapter.compile_mode("cuda") == "reduce-overhead"
+    assert torch_adapter.compile_mode("cpu") is None
+    source = (ROOT / "implementations" / "torch_impl.py").read_text()
+    assert "cudnn.benchmark" not in source and "reduce-overhead" not in source
+
+
 def test_keras_refuses_a_process_running_another_backend(monkeypatch):
     fake = types.SimpleNamespace(backend=types.SimpleNamespace(backend=lambda: "jax"))
     monkeypatch.setitem(sys.modules, "keras", fake)

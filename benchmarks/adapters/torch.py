@@ -4,6 +4,17 @@ and ``torch-fused-compile`` (that peer under torch.compile).
 
 Data are channels-first inside (inputs (B, T, C, *S), outputs (B, T, F, *S')), converted once in ``build``.
 float32 convolutions and matmuls run in full fp32 on CUDA (TF32 off), as in the parity tests.
+
+On a CUDA device two settings differ from the CPU, both benchmark-only (the parity tests run the implementation
+modules directly, with PyTorch's defaults):
+
+- cuDNN autotuning (``torch.backends.cudnn.benchmark = True``): each convolution shape's fastest algorithm is
+  picked on its first call, i.e. during the first call and the warm-up, outside the timed region.
+- The compiled variants use ``torch.compile(mode="reduce-overhead")`` (CUDA graphs: a step's kernels replayed as
+  one graph launch), ours and the fused peer alike; every call starts with
+  ``torch.compiler.cudagraph_mark_step_begin()``, so the previous call's outputs may be overwritten.
+
+Neither has been measured on a GPU by this project yet (the development machines have none).
 """
 
 from __future__ import annotations
@@ -17,6 +28,8 @@ from .. import common
 VARIANTS = ("torch", "torch-compile", "torch-fused", "torch-fused-compile")
 COMPILED = ("torch-compile", "torch-fused-compile")
 FUSED = ("torch-fused", "torch-fused-compile")
+#: torch.compile mode of the compiled variants on a CUDA device (CUDA graphs); on the CPU inductor's default.
+GPU_COMPILE_MODE = "reduce-overhead"
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -44,7 +57,14 @@ def _select(torch: Any) -> common.DeviceCandidate:
         # Full fp32 for float32 (the parity setting), instead of PyTorch's TF32 default for cuDNN convs.
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
+        # Autotuned cuDNN algorithms (benchmarks only): chosen during the first call and warm-up, not timed.
+        torch.backends.cudnn.benchmark = True
     return choice
+
+
+def compile_mode(device_type: str) -> str | None:
+    """``torch.compile``'s ``mode`` for a device type: CUDA graphs on ``cuda``, None (inductor's default) elsewhere."""
+    return GPU_COMPILE_MODE if device_type == "cuda" else None
 
 
 def make_train_step(torch: Any, forward: Any, parameters: Any, x: Any, target: Any, lr: float) -> Any:
@@ -139,13 +159,14 @@ class TorchModel(common.Model):
             module = module.to(dtype=tdtype)
             self._call = lambda inp: module(inp)[0]
         self.module = module
+        self._compile_mode = compile_mode(self._device.type) if variant in COMPILED else None
         if variant == "torch-compile":
             _cold_inductor_cache()
-            compiled = torch.compile(module)
+            compiled = torch.compile(module, mode=self._compile_mode)
             self._call = lambda inp: compiled(inp)[0]
         elif variant == "torch-fused-compile":
             _cold_inductor_cache()
-            self._call = torch.compile(module)
+            self._call = torch.compile(module, mode=self._compile_mode)
         cf = np.ascontiguousarray(np.moveaxis(x, -1, 2))  # (B, T, *S, C) -> (B, T, C, *S)
         self.x = torch.from_numpy(cf).to(device=self._device, dtype=tdtype)
         tcf = np.ascontiguousarray(np.moveaxis(target, -1, 2))
@@ -161,13 +182,21 @@ class TorchModel(common.Model):
                 self.torch, self._call, self.module.parameters(), self.x, self.target, common.LEARNING_RATE
             )
 
+    def _begin_step(self) -> None:
+        """Under CUDA graphs: a new step begins, the previous one's graph outputs may be overwritten (they are read
+        before the next call, by ``outputs()``/``loss()``)."""
+        if self._compile_mode == "reduce-overhead":
+            self.torch.compiler.cudagraph_mark_step_begin()
+
     def forward(self) -> None:
+        self._begin_step()
         with self.torch.no_grad():
             self._out = self._call(self.x)
 
     def train_step(self) -> None:
         if self._step is None:
             self.prepare("train")
+        self._begin_step()
         self._loss, self._out = self._step()
 
     def sync(self) -> None:
@@ -236,7 +265,8 @@ class TorchModel(common.Model):
     def options(self) -> dict[str, Any]:
         return {
             "compile": self.variant in COMPILED,
-            "compile_mode": "default (inductor)" if self.variant in COMPILED else None,
+            "compile_mode": (self._compile_mode or "default (inductor)") if self.variant in COMPILED else None,
+            "cudnn_benchmark": bool(self.torch.backends.cudnn.benchmark) if self._device.type == "cuda" else None,
             "inductor_cache": "cold (fresh TORCHINDUCTOR_CACHE_DIR)" if self.variant in COMPILED else None,
             "threads": self.torch.get_num_threads(),
             "tf32": False,
