@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from implementations import reference
+from implementations.spec import LayerSpec, StackSpec
 from implementations.tolerances import tolerance
 from implementations.weights import init_weights
 
@@ -71,6 +72,54 @@ def test_xla_and_graph_agree(tf, case_id):
         err = float(np.max(np.abs(y.numpy() - want)))
         assert err <= tol.bound(want), f"jit_compile={jit}: forward max abs diff {err:.3e} > {tol.bound(want):.3e}"
     gtol = tolerance("grad", "float32")
+    for var, g_xla, g_graph in zip(layer.trainable_variables, runs[True][1], runs[False][1]):
+        a, b = g_xla.numpy(), g_graph.numpy()
+        err = float(np.max(np.abs(a - b)))
+        assert err <= gtol.bound(b), f"{var.path}: XLA vs graph gradient max abs diff {err:.3e} > {gtol.bound(b):.3e}"
+
+
+SINGLE_CHANNEL = {
+    "k3_same": (LayerSpec(3, (3, 3)), (2, 3, 6, 5, 1)),
+    "strides2_valid": (LayerSpec(3, (3, 2), strides=(2, 2), padding="valid"), (2, 3, 7, 8, 1)),
+    "dilation_same_even": (LayerSpec(2, (2, 3), dilation_rate=(2, 1)), (1, 2, 7, 6, 1)),
+    "rank1_strides2": (LayerSpec(3, (3,), strides=(2,)), (2, 3, 9, 1)),
+    "rank3": (LayerSpec(2, (3, 2, 3)), (1, 2, 4, 3, 5, 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SINGLE_CHANNEL))
+def test_single_channel_input_conv_as_matmul_under_xla(tf, name, monkeypatch):
+    """Under XLA a one-channel input conv is one matrix product of shifted views
+    (:func:`implementations.keras_impl._conv_as_matmul`): in float64 its forward must match the reference and its
+    gradients those of the plain convolution (graph mode), over strides, dilation, 'valid' and ranks 1 and 3."""
+    from implementations import keras_impl
+
+    layer_spec, shape = SINGLE_CHANNEL[name]
+    spec = StackSpec(1, (layer_spec,))
+    weights = init_weights(spec, seed=3)
+    x64 = np.random.default_rng(4).standard_normal(shape)
+    layer = keras_impl.ConvLSTMStack(spec, return_sequences=True, dtype="float64")
+    layer.build(x64.shape)
+    layer.set_canonical_weights(weights.arrays)
+    x = tf.constant(x64)
+    calls = []
+    real = keras_impl._conv_as_matmul
+    monkeypatch.setattr(keras_impl, "_conv_as_matmul", lambda *a: calls.append(1) or real(*a))
+
+    def loss_and_grads(x):
+        with tf.GradientTape() as tape:
+            y = layer(x)
+            loss = tf.reduce_sum(y * y)
+        return y, tape.gradient(loss, layer.trainable_variables)
+
+    runs = {jit: tf.function(loss_and_grads, jit_compile=jit)(x) for jit in (True, False)}
+    assert len(calls) == 1, f"the single-channel input conv took the matmul path {len(calls)} times (XLA only: 1)"
+    want = reference.forward(weights, x64).outputs
+    tol = tolerance("forward", "float64")
+    for jit, (y, _) in runs.items():
+        err = float(np.max(np.abs(y.numpy() - want)))
+        assert err <= tol.bound(want), f"jit_compile={jit}: forward max abs diff {err:.3e} > {tol.bound(want):.3e}"
+    gtol = tolerance("grad", "float64")
     for var, g_xla, g_graph in zip(layer.trainable_variables, runs[True][1], runs[False][1]):
         a, b = g_xla.numpy(), g_graph.numpy()
         err = float(np.max(np.abs(a - b)))
