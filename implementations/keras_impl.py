@@ -15,6 +15,8 @@ backend computes the same windows (even kernels included).
 Speed: each layer runs its input convolution over all T frames as ONE call on ``(B*T, *S, C)``
 before the time loop, so only the recurrent convolution and the gate maths run per step; the first
 step from a zero state skips the recurrent convolution and the peephole terms (they are exactly 0).
+Under TF XLA a single-channel input convolution is one matrix product of shifted views
+(:func:`_conv_as_matmul`), faster there than XLA's CPU convolution.
 The time loop is a Python loop over the static T (unrolled when traced). :class:`Runner` traces the
 whole forward / value-and-gradient once per input shape with ``tf.function`` or ``jax.jit``
 (``jit=True``, the default); the torch backend runs eagerly.
