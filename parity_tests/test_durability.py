@@ -140,38 +140,54 @@ def test_sigkill_mid_write_leaves_the_previous_file_intact(tmp_path, name):
 
 
 WRITER_LOOP = textwrap.dedent("""
-    import sys
+    import os, sys, time
     from implementations import weights as wf
     from implementations.spec import LayerSpec, StackSpec
+    path, seed, started, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     spec = StackSpec(8, (LayerSpec(32, (3, 3)),))
-    w = wf.random_weights(spec, seed=int(sys.argv[2]), dtype="float64")
-    for _ in range(int(sys.argv[3])):
-        wf.save(sys.argv[1], w)
+    w = wf.random_weights(spec, seed=seed, dtype="float64")
+    deadline = time.monotonic() + 120
+    wf.save(path, w)
+    open(started, "w").close()
+    while not os.path.exists(stop) and time.monotonic() < deadline:
+        wf.save(path, w)
 """)
 
 
 def test_concurrent_writers_never_produce_a_corrupt_file(tmp_path):
-    path = tmp_path / "shared.npz"
+    """Two processes replace one file in a loop while this one loads it: every load must see one writer's whole
+    file. The writers keep writing until told to stop, and the loads start only once both have written, so every
+    counted load overlaps both writers whatever the machine's speed."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    path = folder / "shared.npz"
     spec = StackSpec(8, (LayerSpec(32, (3, 3)),))
     candidates = {seed: wf.random_weights(spec, seed=seed, dtype="float64") for seed in (11, 12)}
     wf.save(path, candidates[11])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER_LOOP, str(path), str(seed), "40"], env=env)
-               for seed in candidates]
-    loads = 0
-    seen = set()
-    while any(w.poll() is None for w in writers) or loads == 0:
-        loaded = wf.load(path)  # must always succeed: os.replace swaps whole files
-        match = [s for s, c in candidates.items() if all(np.array_equal(loaded.arrays[k], c.arrays[k])
-                                                         for k in c.arrays)]
-        assert match, "a load returned weights that neither writer wrote"
-        seen.add(match[0])
-        loads += 1
-    assert all(w.wait(60) == 0 for w in writers)
+    stop = tmp_path / "stop"
+    started = {seed: tmp_path / f"started-{seed}" for seed in candidates}
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER_LOOP, str(path), str(seed), str(started[seed]),
+                                 str(stop)], env=env) for seed in candidates]
+    try:
+        deadline = time.monotonic() + 60
+        while not all(f.exists() for f in started.values()):
+            assert all(w.poll() is None for w in writers), "a writer exited before it started writing"
+            assert time.monotonic() < deadline, "the writers did not start within 60 s"
+            time.sleep(0.01)
+        for _ in range(30):
+            loaded = wf.load(path)  # must always succeed: os.replace swaps whole files
+            match = [s for s, c in candidates.items() if all(np.array_equal(loaded.arrays[k], c.arrays[k])
+                                                             for k in c.arrays)]
+            assert match, "a load returned weights that neither writer wrote"
+        assert all(w.poll() is None for w in writers), "a writer stopped while the loads ran"
+    finally:
+        stop.touch()
+        codes = [w.wait(60) for w in writers]
+    assert codes == [0, 0]
     final = wf.load(path)
     assert any(all(np.array_equal(final.arrays[k], c.arrays[k]) for k in c.arrays) for c in candidates.values())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.npz"], "temp files left behind"
-    assert loads > 5, f"only {loads} loads overlapped the writers"
+    assert sorted(p.name for p in folder.iterdir()) == ["shared.npz"], "temp files left behind"
 
 
 def test_atomic_write_failure_keeps_the_target_and_removes_the_temp(tmp_path):
