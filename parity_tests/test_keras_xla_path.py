@@ -46,6 +46,29 @@ def test_xla_detection(tf):
     assert keras_impl._backend_traced_by_xla() is False  # eager
 
 
+def _check_xla_against_graph(tf, layer, x, want, dtype: str) -> None:
+    """Run ``layer`` on ``x`` under ``tf.function`` with and without XLA, forward and gradients of sum(y^2):
+    both forwards against ``want`` (the reference), the XLA gradients against graph mode's, at ``dtype``'s
+    tolerances; max abs diff in every message."""
+
+    def loss_and_grads(x):
+        with tf.GradientTape() as tape:
+            y = layer(x)
+            loss = tf.reduce_sum(y * y)
+        return y, tape.gradient(loss, layer.trainable_variables)
+
+    runs = {jit: tf.function(loss_and_grads, jit_compile=jit)(x) for jit in (True, False)}
+    tol = tolerance("forward", dtype)
+    for jit, (y, _) in runs.items():
+        err = float(np.max(np.abs(y.numpy() - want)))
+        assert err <= tol.bound(want), f"jit_compile={jit}: forward max abs diff {err:.3e} > {tol.bound(want):.3e}"
+    gtol = tolerance("grad", dtype)
+    for var, g_xla, g_graph in zip(layer.trainable_variables, runs[True][1], runs[False][1]):
+        a, b = g_xla.numpy(), g_graph.numpy()
+        err = float(np.max(np.abs(a - b)))
+        assert err <= gtol.bound(b), f"{var.path}: XLA vs graph gradient max abs diff {err:.3e} > {gtol.bound(b):.3e}"
+
+
 @pytest.mark.parametrize("case_id", ["go_backwards_2layers", "3layers_mixed"])
 def test_xla_and_graph_agree(tf, case_id):
     """Forward against the float64 reference and gradients between the two step-split forms."""
@@ -57,25 +80,8 @@ def test_xla_and_graph_agree(tf, case_id):
     layer = keras_impl.ConvLSTMStack(case.spec, return_sequences=True, go_backwards=case.go_backwards)
     layer.build(x64.shape)
     layer.set_canonical_weights(weights.arrays)
-    x = tf.constant(x64.astype("float32"))
-
-    def loss_and_grads(x):
-        with tf.GradientTape() as tape:
-            y = layer(x)
-            loss = tf.reduce_sum(y * y)
-        return y, tape.gradient(loss, layer.trainable_variables)
-
-    runs = {jit: tf.function(loss_and_grads, jit_compile=jit)(x) for jit in (True, False)}
     want = reference.forward(weights, x64, go_backwards=case.go_backwards).outputs
-    tol = tolerance("forward", "float32")
-    for jit, (y, _) in runs.items():
-        err = float(np.max(np.abs(y.numpy() - want)))
-        assert err <= tol.bound(want), f"jit_compile={jit}: forward max abs diff {err:.3e} > {tol.bound(want):.3e}"
-    gtol = tolerance("grad", "float32")
-    for var, g_xla, g_graph in zip(layer.trainable_variables, runs[True][1], runs[False][1]):
-        a, b = g_xla.numpy(), g_graph.numpy()
-        err = float(np.max(np.abs(a - b)))
-        assert err <= gtol.bound(b), f"{var.path}: XLA vs graph gradient max abs diff {err:.3e} > {gtol.bound(b):.3e}"
+    _check_xla_against_graph(tf, layer, tf.constant(x64.astype("float32")), want, "float32")
 
 
 SINGLE_CHANNEL = {
@@ -101,26 +107,8 @@ def test_single_channel_input_conv_as_matmul_under_xla(tf, name, monkeypatch):
     layer = keras_impl.ConvLSTMStack(spec, return_sequences=True, dtype="float64")
     layer.build(x64.shape)
     layer.set_canonical_weights(weights.arrays)
-    x = tf.constant(x64)
     calls = []
     real = keras_impl._conv_as_matmul
     monkeypatch.setattr(keras_impl, "_conv_as_matmul", lambda *a: calls.append(1) or real(*a))
-
-    def loss_and_grads(x):
-        with tf.GradientTape() as tape:
-            y = layer(x)
-            loss = tf.reduce_sum(y * y)
-        return y, tape.gradient(loss, layer.trainable_variables)
-
-    runs = {jit: tf.function(loss_and_grads, jit_compile=jit)(x) for jit in (True, False)}
+    _check_xla_against_graph(tf, layer, tf.constant(x64), reference.forward(weights, x64).outputs, "float64")
     assert len(calls) == 1, f"the single-channel input conv took the matmul path {len(calls)} times (XLA only: 1)"
-    want = reference.forward(weights, x64).outputs
-    tol = tolerance("forward", "float64")
-    for jit, (y, _) in runs.items():
-        err = float(np.max(np.abs(y.numpy() - want)))
-        assert err <= tol.bound(want), f"jit_compile={jit}: forward max abs diff {err:.3e} > {tol.bound(want):.3e}"
-    gtol = tolerance("grad", "float64")
-    for var, g_xla, g_graph in zip(layer.trainable_variables, runs[True][1], runs[False][1]):
-        a, b = g_xla.numpy(), g_graph.numpy()
-        err = float(np.max(np.abs(a - b)))
-        assert err <= gtol.bound(b), f"{var.path}: XLA vs graph gradient max abs diff {err:.3e} > {gtol.bound(b):.3e}"
