@@ -7,11 +7,17 @@ profile, unsupported by the variant, or whose framework is missing raise NotImpl
 
 from __future__ import annotations
 
+import contextlib
 import os
 
-from . import common, train_rss
+from . import common, contention, train_rss
 
 _PROFILE = common.active_profile()
+
+
+def _skip_unless_in_profile(benchmark_class: str) -> None:
+    if benchmark_class in _PROFILE.skip_benchmarks:
+        raise NotImplementedError(f"{benchmark_class} is not run in the {_PROFILE.name!r} profile")
 
 
 class _Grid:
@@ -43,9 +49,21 @@ class TimeStep(_Grid):
 
     def setup(self, variant: str, workload: str, mode: str, dtype: str) -> None:
         self.case = common.get_case((variant, workload, mode, dtype))
+        # asv calls setup before every sample: the first call after preparing starts the contention reading
+        if not hasattr(self, "_usage_start"):
+            self._usage_start, self._samples = contention.snapshot(), 0
+        self._samples += 1
 
     def time_step(self, variant: str, workload: str, mode: str, dtype: str) -> None:
         self.case.run()
+
+    def teardown(self, variant: str, workload: str, mode: str, dtype: str) -> None:
+        """Record how busy the machine was over the sampling (steal, other processes' CPU) in the environment."""
+        start = getattr(self, "_usage_start", None)
+        if start is not None:
+            usage = contention.usage(start, contention.snapshot())
+            with contextlib.suppress(OSError):
+                common.record_timestep_usage((variant, workload, mode, dtype), usage, self._samples)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +196,7 @@ class PeakMemory(_Grid):
     version = "convlstm-bench-peakmem-1"
 
     def setup(self, variant: str, workload: str, mode: str, dtype: str) -> None:
+        _skip_unless_in_profile(type(self).__name__)
         # No warm-up: memory, not speed, is measured (the loss-decrease check of training runs in the
         # TimeStep and Metrics processes of the same combination).
         self.case = common.get_case((variant, workload, mode, dtype), warmup_calls=0)
@@ -187,7 +206,7 @@ class PeakMemory(_Grid):
 
 
 class TrainMemory(_Grid):
-    """Host memory of training as issue 7 defines it, in bytes, from :mod:`benchmarks.train_rss`: the combination
+    """Host memory of training, in bytes, from :mod:`benchmarks.train_rss`: the combination
     runs in a fresh interpreter of its own (RSS is a property of a whole process; the asv process that starts it
     has imported numpy and asv only), which builds the model, then trains: a first (compiling) step and two more,
     then one more warmed-up step. Mode ``train`` only; ``forward`` is n/a. Compare with the dashed spec line
@@ -244,6 +263,7 @@ class ImportBaseline:
     timeout = 300.0
 
     def setup(self, variant: str) -> None:
+        _skip_unless_in_profile(type(self).__name__)
         reason = common.variant_skip_reason(variant)
         if reason:
             raise NotImplementedError(reason)

@@ -69,6 +69,8 @@ from implementations.weights import Weights, init_weights
 from implementations.workloads import WORKLOADS as _WORKLOADS
 from implementations.workloads import Workload
 
+from . import contention, paired, threads
+
 try:  # asv's own skip exception (a NotImplementedError) lets a benchmark *method* skip, not only setup
     from asv_runner.benchmarks.mark import SkipNotImplemented as Skip
 except ImportError:  # pragma: no cover - asv_runner is installed wherever asv runs
@@ -227,6 +229,9 @@ class Profile:
     timeout: float  # asv timeout of one benchmark process (setup included), seconds
     warmup_seconds: float  # warm-up after the first call: at least one more call, and this long
     peak_seconds: float  # each peak probe (matmul, conv): warm-up and then best call within this long
+    rounds: int = 8  # paired rounds of the Metrics process (benchmarks.paired): one block per variant and round
+    block_seconds: float = 0.25  # each block times steps for at least this long (>= contention.MIN_BLOCK_SECONDS)
+    skip_benchmarks: tuple[str, ...] = ()  # benchmark classes this profile does not run
 
 
 #: The quick profile: ours (one row per framework) against the three peers, both modes, float32, on the
@@ -255,13 +260,16 @@ def _full_combos() -> frozenset[Combo]:
 
 
 PROFILES: dict[str, Profile] = {
+    # quick leaves out PeakMemory and ImportBaseline (a third and fourth process per combination and variant):
+    # training memory comes from TrainMemory, which measures over the build in a process of its own.
     "quick": Profile(
-        "quick", _quick_combos(), min_samples=2, max_samples=300, max_time=1.0, timeout=300.0,
-        warmup_seconds=0.3, peak_seconds=0.3,
+        "quick", _quick_combos(), min_samples=5, max_samples=300, max_time=1.0, timeout=300.0,
+        warmup_seconds=0.3, peak_seconds=0.3, rounds=8, block_seconds=0.25,
+        skip_benchmarks=("PeakMemory", "ImportBaseline"),
     ),
     "full": Profile(
-        "full", _full_combos(), min_samples=5, max_samples=1000, max_time=10.0, timeout=3600.0,
-        warmup_seconds=1.0, peak_seconds=1.0,
+        "full", _full_combos(), min_samples=10, max_samples=1000, max_time=10.0, timeout=3600.0,
+        warmup_seconds=1.0, peak_seconds=1.0, rounds=12, block_seconds=0.5,
     ),
 }
 _FILTER_ENV = {
@@ -298,7 +306,7 @@ def active_profile(env: Mapping[str, str] | None = None) -> Profile:
         if timing not in PROFILES:
             raise ValueError(f"BENCH_TIMING={timing!r}: expected one of {sorted(PROFILES)}")
         sampling = {f.name: getattr(PROFILES[timing], f.name) for f in dataclasses.fields(Profile)}
-        sampling.update(name=base.name, combos=base.combos, timeout=base.timeout)
+        sampling.update(name=base.name, combos=base.combos, timeout=base.timeout, skip_benchmarks=base.skip_benchmarks)
         base = Profile(**sampling)
     filters = [
         _env_list(_FILTER_ENV[key], allowed, env)
@@ -365,6 +373,22 @@ def variant_list(text: str, parser: argparse.ArgumentParser) -> list[str]:
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
     return variants
+
+
+def family(variant: str) -> tuple[str, tuple[str, ...]]:
+    """Variants of one family can share a process: the same adapter and the same packages (for Keras: the same
+    backend, which is process-wide). The paired rounds compare the variants of one family."""
+    row = VARIANT_TABLE[variant]
+    return row.adapter, row.packages
+
+
+def group_of(combo: Combo, profile: Profile) -> list[Combo]:
+    """The profile's combinations measured in one process with ``combo``: same workload, mode, dtype and family,
+    in the grid's variant order."""
+    variant, workload, mode, dtype = combo
+    fam = family(variant)
+    members = {c for c in profile.combos if c[1:] == (workload, mode, dtype) and family(c[0]) == fam} | {combo}
+    return sorted(members, key=lambda c: VARIANTS.index(c[0]))
 
 
 def get_workload(name: str) -> Workload:
@@ -434,6 +458,9 @@ def asv_regexes(profile: Profile, only: str | None = None) -> list[str]:
         )
     if only:
         out = [f"^(?=.*(?:{only})).*{r}" for r in out]
+    if profile.skip_benchmarks:
+        skipped = "|".join(re.escape(f".{name}.") for name in profile.skip_benchmarks)
+        out = [f"^(?!.*(?:{skipped}))" + (r[1:] if r.startswith("^") else ".*" + r) for r in out]
     return out
 
 
@@ -799,6 +826,7 @@ def prepare_case(
     reason = skip_reason(combo, profile)
     if reason:
         raise NotImplementedError(reason)
+    threads.require_applied()
     warmup_seconds = profile.warmup_seconds if warmup_seconds is None else warmup_seconds
     wl = _WORKLOADS[workload]
     weights = case_weights(wl)
@@ -922,6 +950,77 @@ def measure_case(case: Case, profile: Profile | None = None) -> dict[str, Any]:
     }
 
 
+def measure_group(combos: Sequence[Combo], profile: Profile | None = None) -> dict[Combo, dict[str, Any]]:
+    """Prepare the combinations of one family (:func:`group_of`) in this process and time them in paired,
+    interleaved rounds (:mod:`benchmarks.paired`); return per combination ``{"ok": metrics}``, ``{"skip": why}``
+    or ``{"error": what}``.
+
+    The metrics are those of :func:`measure_case`, with the step time = median over the variant's clean rounds,
+    plus ``paired``: the rounds, the contaminated ones and why, and for each of ours the comparison with every
+    peer of the group and with the fastest one (``vs_best_peer``: ratio, 95 % interval, verdict). The group's
+    comparison is also stored in the environment file (``comparisons``)."""
+    profile = active_profile() if profile is None else profile
+    out: dict[Combo, dict[str, Any]] = {}
+    cases: dict[str, Case] = {}
+    for combo in combos:
+        try:
+            cases[combo[0]] = prepare_case(*combo, profile=profile)
+        except NotImplementedError as exc:
+            out[combo] = {"skip": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the others' numbers
+            out[combo] = {"error": f"{type(exc).__name__}: {exc}"}
+    if not cases:
+        return out
+    blocks = paired.interleaved_rounds({v: c.run for v, c in cases.items()}, profile.rounds, profile.block_seconds,
+                                       counter=minor_page_faults)
+    summaries = {v: paired.summarize(blocks[v]) for v in cases}
+    roles = {v: VARIANT_TABLE[v].role for v in cases}
+    peers = [v for v in cases if roles[v] == "peer"]
+    best = paired.best_peer(summaries, peers)
+    comparisons = {}
+    for v in cases:
+        if roles[v] in ("ours", "ours-extra") and peers:
+            comparisons[v] = {"vs_best_peer": paired.compare(blocks, v, best),
+                              "vs_peers": {p: paired.compare(blocks, v, p) for p in peers}}
+    for v, case in cases.items():
+        m = _metrics(case, summaries[v], blocks[v])
+        m["paired"] = {**summaries[v], "group": sorted(cases), "best_peer": best, **comparisons.get(v, {})}
+        out[case.combo] = {"ok": m}
+    with contextlib.suppress(OSError):
+        record_comparison(next(iter(cases.values())).combo, summaries, comparisons, best, profile)
+    return out
+
+
+def _metrics(case: Case, summary: dict[str, Any], blocks: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`measure_case`'s dictionary from a variant's paired rounds."""
+    median = summary["step_seconds"]
+    samples = [t for b in blocks for t in b["seconds"]]
+    faults = [b.get("faults") for b in blocks]
+    b, t = case.workload.batch, case.workload.steps
+    flops = case.workload.spec.flops(case.workload.input_shape, case.mode)
+    achieved = flops / median / 1e9
+    peaks = case.model.peak_gflops()
+    return {
+        "combo": list(case.combo),
+        "first_call_seconds": case.first_call_seconds,
+        "step_seconds": median,
+        "step_samples": samples,
+        "sequences_per_second": b / median,
+        "frames_per_second": b * t / median,
+        "flops_per_step": flops,
+        "achieved_gflops": achieved,
+        "peak_matmul_gflops": peaks["matmul"],
+        "peak_conv_gflops": peaks["conv"],
+        "fraction_of_matmul_peak": achieved / peaks["matmul"],
+        "fraction_of_conv_peak": achieved / peaks["conv"],
+        "device_peak_bytes": case.model.device_peak_bytes(),
+        "minor_faults_per_step": None if None in faults else sum(faults) / max(1, len(samples)),
+        "device": case.model.device,
+        "device_name": case.model.device_name,
+        "verify": case.verify,
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-run measurement cache (shared by the track_ benchmarks of one asv run)
 # ---------------------------------------------------------------------------------------------
@@ -979,6 +1078,11 @@ def cached_metrics(
     same combination (e.g. ``train_rss``), stored in its own file; ``measure`` then says how to take them.
     """
     path = metrics_path(cache_dir, combo, kind)
+    if not path.is_file() and measure is None:
+        # the whole family of the combination, paired in this process; every member's file is written
+        for member, data in measure_group(group_of(combo, active_profile())).items():
+            with contextlib.suppress(OSError):
+                write_json_atomic(metrics_path(cache_dir, member, kind), data)
     if path.is_file():
         data = json.loads(path.read_text())
     else:
@@ -1075,6 +1179,46 @@ def update_environment_file(update: Callable[[dict[str, Any]], None], path: Path
         return write_json_atomic(path, data)
 
 
+def comparison_key(variants: Sequence[str], combo: Combo) -> str:
+    """``<variant>+<variant>.../<workload>/<mode>/<dtype>``: the key of a group's paired comparison in the
+    environment file."""
+    return "/".join(("+".join(variants), *combo[1:]))
+
+
+def record_comparison(
+    combo: Combo,
+    summaries: Mapping[str, dict[str, Any]],
+    comparisons: Mapping[str, dict[str, Any]],
+    best_peer: str | None,
+    profile: Profile,
+    path: Path | None = None,
+) -> Path:
+    """Store a family's paired rounds (per variant) and verdicts (per one of ours) in the environment file."""
+    now = utc_now()
+
+    def update(data: dict[str, Any]) -> None:
+        data.setdefault("comparisons", {})[comparison_key(list(summaries), combo)] = {
+            "workload": combo[1], "mode": combo[2], "dtype": combo[3],
+            "rounds": profile.rounds, "block_seconds": profile.block_seconds,
+            "thresholds": {"max_steal": contention.MAX_STEAL, "max_others_cores": contention.MAX_OTHERS_CORES},
+            "variants": dict(summaries), "best_peer": best_peer, "ours": dict(comparisons),
+            "threads": threads.settings(), "updated_at": now,
+        }
+
+    return update_environment_file(update, path)
+
+
+def record_timestep_usage(combo: Combo, usage: dict[str, Any], samples: int, path: Path | None = None) -> Path:
+    """Store how busy the machine was during asv's TimeStep sampling of ``combo`` (one reading for the whole
+    sampling: single steps are shorter than the 10 ms clock tick of /proc)."""
+
+    def update(data: dict[str, Any]) -> None:
+        case = data["cases"].setdefault("/".join(combo), {})
+        case["timestep_usage"] = {**usage, "samples": samples, "updated_at": utc_now()}
+
+    return update_environment_file(update, path)
+
+
 def record_case(case: Case, path: Path | None = None) -> Path:
     """Store the variant's versions/device/options and the case's verification in the environment file."""
     model = case.model
@@ -1091,9 +1235,11 @@ def record_case(case: Case, path: Path | None = None) -> Path:
             "device_kind": model.device_kind,
             "device_name": model.device_name,
             "options": model.options(),
+            "threads": threads.settings(),
             "updated_at": now,
         }
-        data["cases"]["/".join(case.combo)] = {
+        kept = {k: v for k, v in data["cases"].get("/".join(case.combo), {}).items() if k == "timestep_usage"}
+        data["cases"]["/".join(case.combo)] = kept | {
             "variant": case.combo[0],
             "workload": case.combo[1],
             "mode": case.combo[2],

@@ -1,4 +1,4 @@
-"""Resident memory of training, per variant, as issue 7 measures it: peak RSS and its increase over the build.
+"""Resident memory of training, per variant, how it is defined here: peak RSS and its increase over the build.
 
     .venv/bin/python -m benchmarks.train_rss --workload moving_mnist \
         --variants torch,torch-fused,keras-tf,keras-builtin,jax,flax-linen
@@ -8,7 +8,7 @@ Each variant runs in a fresh Python process (RSS is a property of the whole proc
 * ``import``: RSS after importing the framework and selecting the device;
 * ``build``: RSS after building the model on the workload's weights, input and target (the optimizer included);
 * ``peak``: the highest RSS from then on, over the first training step (compilation included) and two more;
-* ``increase``: ``peak - build``, the issue's "increase over RSS after the build";
+* ``increase``: ``peak - build``, the "increase over RSS after the build";
 * ``warm_step``: the RSS high-water mark of one more, warmed-up step, minus RSS at its start (Linux only: the
   mark is reset through ``/proc/self/clear_refs``). Memory the allocator kept from earlier steps is reused
   without raising RSS, so this is what a steady-state step adds on top of what the process already holds;

@@ -195,8 +195,12 @@ def test_asv_regexes_select_exactly_the_profile(name):
                       "bench_convlstm.TrainMemory.track_train_rss_increase_bytes"):
             assert selected(_asv_name(bench, combo)) == (combo in profile.combos), combo
     variants = {c[0] for c in profile.combos}
+    baseline = "ImportBaseline" not in profile.skip_benchmarks
     for v in common.VARIANTS:
-        assert selected(_asv_name("bench_convlstm.ImportBaseline.peakmem_import", (v,))) == (v in variants)
+        assert selected(_asv_name("bench_convlstm.ImportBaseline.peakmem_import", (v,))) == (baseline and v in variants)
+    for combo in sorted(profile.combos)[:3]:
+        assert selected(_asv_name("bench_convlstm.PeakMemory.peakmem_step", combo)) == (
+            "PeakMemory" not in profile.skip_benchmarks)
     pairs = {(c[1], c[3]) for c in profile.combos}
     for w, d in itertools.product(common.WORKLOADS, common.DTYPES):
         name_ = _asv_name("bench_convlstm.SpecActivation.track_predicted_activation_bytes", (w, d))
@@ -338,7 +342,7 @@ MISSING = """
 
 
 def test_missing_framework_skips(tmp_path):
-    proc = _python(MISSING.format(run_dir=str(tmp_path)), {"BENCH_PROFILE": "quick"})
+    proc = _python(MISSING.format(run_dir=str(tmp_path)), {"BENCH_PROFILE": "full", "BENCH_TIMING": "quick"})
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     for name in ("TimeStep", "PeakMemory", "ImportBaseline", "Metrics"):
@@ -373,7 +377,7 @@ REAL_RUN = """
         for mode in ("forward", "train"):
             combo = (variant, "tiny", mode, "float32")
             t = b.TimeStep(); t.setup(*combo); t.setup(*combo)   # asv re-runs setup before each sample
-            t.time_step(*combo)
+            t.time_step(*combo); t.teardown(*combo)
             out["/".join(combo)] = dict(verify=t.case.verify, first=t.case.first_call_seconds)
     combo = (ours, "tiny", "train", "float32")
     m = b.Metrics(); m.setup(run_dir, *combo)
@@ -390,7 +394,11 @@ REAL_RUN = """
     env = json.load(open(os.environ["BENCH_ENV_FILE"]))
     print(json.dumps(dict(cases=out, tracks=tracks, faults=faults, device_bytes=device_bytes,
                           stored=json.load(open(common.metrics_path(run_dir, combo)))["ok"]["minor_faults_per_step"],
-                          env_cases=sorted(env["cases"]),
+                          paired=json.load(open(common.metrics_path(run_dir, combo)))["ok"]["paired"],
+                          peer_stored=os.path.exists(common.metrics_path(run_dir, (peer, *combo[1:]))),
+                          comparisons=env.get("comparisons", {{}}),
+                          env_cases=sorted(env["cases"]), timestep_usage=env["cases"]["/".join(combo)].get(
+                              "timestep_usage"),
                           env_variant=env["variants"][ours])))
 """
 
@@ -403,7 +411,9 @@ def test_real_run_on_tiny(tmp_path, ours, peer, framework):
     if missing:
         pytest.skip(f"{framework}: {missing} not installed")
     env_file = tmp_path / "environment.json"
-    env = {"BENCH_PROFILE": "quick", "BENCH_ENV_FILE": str(env_file), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # the full profile narrowed to the pair (the quick profile leaves out PeakMemory and ImportBaseline)
+    env = {"BENCH_PROFILE": "full", "BENCH_TIMING": "quick", "BENCH_WORKLOADS": "tiny", "BENCH_DTYPES": "float32",
+           "BENCH_VARIANTS": f"{ours},{peer}", "BENCH_ENV_FILE": str(env_file), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = _python(REAL_RUN.format(ours=ours, peer=peer, run_dir=str(tmp_path)), env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     data = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -427,6 +437,17 @@ def test_real_run_on_tiny(tmp_path, ours, peer, framework):
     assert isinstance(data["faults"], float) and data["faults"] >= 0 and data["faults"] == data["stored"]
     assert f"{ours}/tiny/forward/float32" in data["env_cases"] and f"{peer}/tiny/train/float32" in data["env_cases"]
     assert data["env_variant"]["device"] and data["env_variant"]["versions"]
+    assert data["env_variant"]["threads"]["compute_threads"] >= 1
+    # the Metrics process measured ours and the peer in paired rounds and stored both
+    p = data["paired"]
+    assert p["group"] == sorted([ours, peer]) and data["peer_stored"]
+    assert len(p["round_seconds"]) == common.PROFILES["quick"].rounds
+    vs = p["vs_best_peer"]
+    assert vs["peer"] == peer and vs["verdict"] in ("faster", "slower", "no clear difference", "too few clean rounds")
+    assert vs["rounds_used"] + vs["rounds_dropped"] == common.PROFILES["quick"].rounds
+    (entry,) = [e for e in data["comparisons"].values() if e["mode"] == "train"]
+    assert sorted(entry["variants"]) == sorted([ours, peer]) and entry["ours"][ours]["vs_best_peer"] == vs
+    assert data["timestep_usage"]["samples"] == 2 and "contaminated" in data["timestep_usage"]
 
 
 

@@ -300,29 +300,83 @@ def test_memory_table_has_training_memory_and_its_ratio_to_the_spec(page):
             assert r[vs] in ("", None), (variant, facet)
 
 
-def test_throughput_of_ours_against_the_best_peer_of_its_framework(page):
-    """Each of our rows carries its throughput over the fastest peer of the same framework in the same facet (from
-    environment.json's ``framework``); peers, traps and ours without a peer there are empty; the chart subtitle
-    names the best of ours per framework."""
-    _, text = page
+def _table(text: str, name: str) -> dict:
     m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
-    t = json.loads(m.group(1))["tables"]["throughput"]
+    return json.loads(m.group(1))["tables"][name]
+
+
+def test_throughput_of_ours_against_the_best_peer_of_its_framework(page, environment):
+    """Each of our rows carries its throughput over the fastest peer of its framework from the paired rounds of
+    environment.json: the geometric mean of the per-round ratios over the clean rounds, its 95 % interval and the
+    verdict the interval allows; peers, traps and ours without a peer there are empty."""
+    _, text = page
+    t = _table(text, "throughput")
     cols = t["columns"]
-    bar, vs = cols.index("sequences/s"), cols.index("ours_over_best_same_framework_peer")
-    key = [cols.index(c) for c in ("workload", "mode", "dtype")]
-    rows = {(r[0], *(r[i] for i in key)): r for r in t["rows"]}
-    peers = {"torch": ["torch-fused"], "keras-tf-xla": ["keras-builtin"], "jax": ["flax-linen"]}
+    at = {c: cols.index(c) for c in ("ours_over_best_same_framework_peer", "ci95_low", "ci95_high", "verdict",
+                                      "best_peer", "paired_rounds_used", "paired_rounds_dropped", "workload",
+                                      "mode", "dtype")}
+    groups = environment["comparisons"].values()
     checked = 0
-    for (variant, *facet), r in rows.items():
-        values = [float(rows[(p, *facet)][bar]) for p in peers.get(variant, [])
-                  if (p, *facet) in rows and rows[(p, *facet)][bar] not in ("", None)]
-        if values and r[bar] not in ("", None):
-            assert float(r[vs]) == pytest.approx(float(r[bar]) / max(values)), (variant, facet)
-            checked += 1
-        else:
-            assert r[vs] in ("", None), (variant, facet)
+    for r in t["rows"]:
+        variant, w, m, d = r[0], r[at["workload"]], r[at["mode"]], r[at["dtype"]]
+        group = next((g for g in groups if variant in g["variants"] and (g["workload"], g["mode"], g["dtype"]) ==
+                      (w, m, d)), None)
+        if group is None or variant not in group["ours"]:
+            assert r[at["ours_over_best_same_framework_peer"]] in ("", None), (variant, w, m, d)
+            continue
+        peer = group["best_peer"]
+        rounds = {"ours": group["variants"][variant]["round_seconds"], "peer": group["variants"][peer]["round_seconds"]}
+        dropped = {x["round"] for v in (variant, peer) for x in group["variants"][v]["contaminated_rounds"]}
+        ratios = [p / o for i, (o, p) in enumerate(zip(rounds["ours"], rounds["peer"])) if i not in dropped]
+        assert float(r[at["ours_over_best_same_framework_peer"]]) == pytest.approx(
+            math.exp(sum(map(math.log, ratios)) / len(ratios))), (variant, w, m, d)
+        low, high = float(r[at["ci95_low"]]), float(r[at["ci95_high"]])
+        assert low < float(r[at["ours_over_best_same_framework_peer"]]) < high
+        want = "faster" if low > 1 else "slower" if high < 1 else "no clear difference"
+        assert r[at["verdict"]] == want and r[at["best_peer"]] == peer
+        assert int(r[at["paired_rounds_used"]]) == len(ratios)
+        assert int(r[at["paired_rounds_dropped"]]) == len(rounds["ours"]) - len(ratios)
+        checked += 1
     assert checked >= 6
-    assert "ours ÷ best peer, same framework: keras-tf-xla " in text  # (flax-linen is missing in the sample)
+    assert re.search(r"ours ÷ best peer, same framework \(paired, 95 % CI\): [^<]*keras-tf-xla 1\.4\d+× \[", text)
+
+
+def test_an_interval_containing_one_is_no_clear_difference(page):
+    """The sample's torch-fused runs as fast as torch on tiny forward with noisy rounds: the interval contains 1,
+    so the row, the chart subtitle and the overview say "no clear difference", never faster or slower; the
+    overview ranks nothing across frameworks."""
+    _, text = page
+    t = _table(text, "throughput")
+    cols = t["columns"]
+    row = next(r for r in t["rows"] if r[0] == "torch" and r[cols.index("workload")] == "tiny"
+               and r[cols.index("mode")] == "forward" and r[cols.index("dtype")] == "float32")
+    assert float(row[cols.index("ci95_low")]) < 1 < float(row[cols.index("ci95_high")])
+    assert row[cols.index("verdict")] == "no clear difference"
+    assert re.search(r"torch no clear difference \(1\.\d+× \[0\.9\d+–1\.\d+\]\)", text)
+    assert "most often fastest" not in text
+    assert "ours vs best peer, same framework (paired, 95 % CI)" in text and "no clear difference" in text
+
+
+def test_dropped_rounds_and_disagreeing_processes_are_explained(page):
+    """Contaminated rounds are counted in the overview and left out of the ratio; where asv's TimeStep and the
+    paired rounds differ by more than 10 % the row says which one the bar and the ratio use, and why."""
+    _, text = page
+    assert "rounds dropped for contention" in text
+    t = _table(text, "throughput")
+    cols = t["columns"]
+    radar = next(r for r in t["rows"] if r[0] == "torch" and r[cols.index("workload")] == "radar"
+                 and r[cols.index("mode")] == "train" and r[cols.index("dtype")] == "float32")
+    assert int(radar[cols.index("paired_rounds_dropped")]) == 2
+    fused = next(r for r in t["rows"] if r[0] == "torch-fused" and r[cols.index("workload")] == "tiny"
+                 and r[cols.index("mode")] == "forward" and r[cols.index("dtype")] == "float32")
+    note = fused[cols.index("reason_or_note")]
+    assert note.startswith("TimeStep ") and "the bar and the ratio use the paired rounds" in note
+
+
+def test_element_ids_are_unique(page):
+    _, text = page
+    ids = re.findall(r'\sid="([^"]+)"', text)
+    assert ids and len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
 
 
 def test_throughput_table_lists_page_faults_per_step(page, data):

@@ -32,6 +32,11 @@ DEFAULT_RESULTS = Path("reports/asv/results")
 DEFAULT_PARITY = Path("reports/parity")
 DEFAULT_OUTPUT = Path("reports/html/index.html")
 ROLE_RANK = {"ours": 0, "peer": 1, "trap": 2}
+#: Verdict labels written by the benchmarks' paired rounds (benchmarks/paired.py), shown verbatim.
+VERDICTS = ("faster", "slower", "no clear difference", "too few clean rounds")
+TOO_FEW = "too few clean rounds"
+#: TimeStep and the paired rounds disagreeing by more than this fraction get an explanation in the table.
+DISAGREE = 0.10
 
 PATTERNS = {
     "throughput": r"(throughput|sequences_per_s|seqs?_per_s|samples_per_s)",
@@ -72,7 +77,6 @@ class Ctx:
     multi_env: bool
     index: dict[str, dict[tuple, dict[str, Any]]]
     active: set[tuple]  # grid combos (values in grid order + env) with a result, a failure or selected
-    fastest: dict[tuple, tuple[str, float]] = dataclasses.field(default_factory=dict)  # facet -> best bar
 
     # --- metadata helpers -------------------------------------------------------------------------------
     def variants(self) -> dict[str, Any]:
@@ -115,6 +119,29 @@ class Ctx:
             return None
         key = tuple(combo[n] for n in names) + ((combo.get("env", ""),) if self.multi_env else ())
         return self.index.get(name, {}).get(key)
+
+    def paired_group(self, combo: dict[str, str]) -> dict[str, Any] | None:
+        """The paired rounds (environment.json ``comparisons``) in which ``combo``'s variant was measured."""
+        variant = combo.get(self.series_param or "variant")
+        for entry in (self.env.get("comparisons") or {}).values():
+            if not isinstance(entry, dict) or variant not in (entry.get("variants") or {}):
+                continue
+            if all(entry.get(p) == combo.get(p) for p in ("workload", "mode", "dtype")):
+                return entry
+        return None
+
+    def paired_summary(self, combo: dict[str, str]) -> dict[str, Any] | None:
+        """``combo``'s variant in its paired rounds: round medians, step time over clean rounds, dropped rounds."""
+        group = self.paired_group(combo)
+        return None if group is None else group["variants"][combo.get(self.series_param or "variant")]
+
+    def verdict(self, combo: dict[str, str]) -> dict[str, Any] | None:
+        """One of ours against the fastest peer of its framework, from the paired rounds: ratio (peer time / our
+        time), 95 % interval, verdict, rounds used and dropped. None for peers, traps and unpaired rows."""
+        group = self.paired_group(combo)
+        ours = (group or {}).get("ours") or {}
+        found = ours.get(combo.get(self.series_param or "variant"))
+        return None if not found else found.get("vs_best_peer")
 
     def batch(self, combo: dict[str, str]) -> int | None:
         case = (self.env.get("cases") or {}).get("/".join(combo.get(p, "") for p in self.grid))
@@ -252,18 +279,7 @@ def section_overview(ctx: Ctx) -> str:
     skipped_sel = [r for r in ctx.rows if r["status"] == "skipped" and r["selected"]]
     ps = parity_data.summary(ctx.parity)
     commits = ctx.asv.commits(ctx.machine)
-    fastest = ""
-    wins: dict[str, int] = {}
-    for label, _ in ctx.fastest.values():
-        wins[label] = wins.get(label, 0) + 1
-    if wins:
-        most = max(wins.values())
-        tops = [k for k, n in wins.items() if n == most]
-        value = tops[0] if len(tops) == 1 else "no single winner"
-        detail = (f"in {most} of {len(ctx.fastest)} throughput charts" if len(tops) == 1 else
-                  f"{', '.join(tops)}: {most} chart(s) each")
-        fastest = (f'<div class="card"><div class="k">most often fastest</div><div class="v">{esc(value)}</div>'
-                   f'<div class="s">{esc(detail)}</div></div>')
+    verdicts = _verdict_cards(ctx)
     worst = ps["worst"]
     tol_cls = "bad" if ps["failed"] else ("good" if ps["records"] else "")
     cards = [
@@ -278,7 +294,7 @@ def section_overview(ctx: Ctx) -> str:
         f'{esc(R.sig(worst["ratio"]) if worst and worst["ratio"] is not None else "n/a")}</div></div>',
         f'<div class="card"><div class="k">commits with results</div><div class="v">{len(commits)}</div>'
         f'<div class="s">history needs ≥ 2</div></div>',
-        fastest,
+        verdicts,
     ]
     warn = ""
     if ctx.warnings:
@@ -307,6 +323,39 @@ make bench PROFILE=full    # every workload, mode, dtype and variant (hours on a
 make report                # convlstm-bench report -o reports/html/index.html</pre>"""
     return (f'<section id="overview"><h2>Overview</h2><div class="cards">{"".join(cards)}</div>{warn}{how}'
             "</section>")
+
+
+def _verdict_cards(ctx: Ctx) -> str:
+    """Cards counting the paired verdicts of ours against the best peer of the same framework, and the rounds
+    dropped for contention; nothing is ranked on a difference whose interval contains 1."""
+    counts: dict[str, int] = {}
+    dropped = total = 0
+    busy = []
+    for _key, entry in sorted((ctx.env.get("comparisons") or {}).items()):
+        for summary in (entry.get("variants") or {}).values():
+            total += summary.get("rounds") or 0
+            dropped += len(summary.get("contaminated_rounds") or [])
+        for variant, found in (entry.get("ours") or {}).items():
+            v = (found.get("vs_best_peer") or {}).get("verdict")
+            if v:
+                counts[v] = counts.get(v, 0) + 1
+                if v == TOO_FEW:
+                    busy.append(f"{variant} ({entry.get('workload')} {entry.get('mode')})")
+    if not counts:
+        return ""
+    order = ("faster", "no clear difference", "slower", TOO_FEW)
+    detail = " · ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
+    cards = (f'<div class="card"><div class="k">ours vs best peer, same framework (paired, 95 % CI)</div>'
+             f'<div class="v">{counts.get("faster", 0)} of {sum(counts.values())} faster</div>'
+             f'<div class="s">{esc(detail)}</div></div>')
+    cls = "bad" if busy else ("good" if total else "")
+    why = "busy: " + ", ".join(busy) if busy else "steal or other processes' CPU above the thresholds"
+    cards += (f'<div class="card"><div class="k">rounds dropped for contention</div><div class="v {cls}">{dropped}'
+              f' of {total}</div><div class="s">{esc(why)}</div></div>')
+    if busy:
+        ctx.warnings.append("the machine was busy: too few clean rounds for " + ", ".join(busy)
+                            + " — no verdict for these; rerun on an idle machine")
+    return cards
 
 
 def _machine_facts(ctx: Ctx) -> list[tuple[str, str]]:
@@ -577,16 +626,21 @@ def section_throughput(ctx: Ctx) -> str:
     tm_name = tm[0] if tm else None
     unit = ctx.meta(tp_name).get("unit") if tp_name else "sequences/s"
     tm_s = f"<code>{esc('.'.join(tm_name.rsplit('.', 2)[-2:]))}</code>" if tm_name else None
-    tp_s = f"<code>{esc('.'.join(tp_name.rsplit('.', 2)[-2:]))}</code>" if tp_name else None
-    how = (f"batch ÷ median step time of {tm_s} (asv's repeats); whiskers: the same repeats' interquartile range "
-           f"and 99 % confidence interval" if tm_s else f"{tp_s}")
-    if tm_s and tp_s:
-        how += (f". Where the timing or the batch size is missing, the bar is {tp_s} (no whiskers); the table lists "
-                f"both and flags where the two processes disagree by more than 25 %")
+    how = ("batch ÷ the median step time of the <b>paired rounds</b>: the variants of one framework built in one "
+           "process and timed in interleaved rounds, rounds the machine was busy in dropped; whiskers: the "
+           "interquartile range of the per-round medians")
+    if tm_s:
+        how += (f". Without paired rounds the bar is batch ÷ the median of {tm_s} (asv's repeats in a process of its "
+                "own; whiskers: their interquartile range and 99 % confidence interval). The table lists both and "
+                f"explains every row where the two differ by more than {DISAGREE:.0%}: the ratio uses the paired "
+                "rounds, because a shift of the machine's speed hits both variants of a round alike, while two "
+                "processes can run at different speeds")
     parts.append(f'<p class="lead">Bar: {esc(unit)} (higher is better) = {how}. One chart per '
                  f"{esc(' · '.join(ctx.facet_params) or 'run')}. The subtitle and the table's “× best peer, same "
-                 "framework” give each of ours over the fastest peer of its own framework in the same chart (above "
-                 "1 = faster than that peer).</p>")
+                 "framework” give each of ours over the fastest peer of its own framework: the geometric mean of the "
+                 "per-round ratios (above 1 = faster) with its 95 % confidence interval, and a verdict only when the "
+                 "interval excludes 1 (else “no clear difference”). Bars of different frameworks come from different "
+                 "processes and are not ranked.</p>")
     fs = [(f, series_in(ctx, f)) for f in facets(ctx)]
     parts.append(_legend_row(ctx, fs, WHISKERS))
     charts, rows, csv = [], [], []
@@ -603,7 +657,10 @@ def section_throughput(ctx: Ctx) -> str:
             bar: dict[str, Any]
             # bar and whiskers from one measurement: asv's timing repeats (batch ÷ time); the throughput track
             # (measured in another process) when there is no timing or no known batch size
-            if r_tm and r_tm["status"] == "ok" and batch:
+            paired_sum = ctx.paired_summary(combo)
+            if paired_sum and batch:
+                bar = _paired_bar(paired_sum, batch)
+            elif r_tm and r_tm["status"] == "ok" and batch:
                 bar = {"value": batch / r_tm["value"], **_spread(ctx, r_tm, batch / r_tm["value"])}
             elif r_tp and r_tp["status"] == "ok":
                 bar = {"value": r_tp["value"]}
@@ -620,11 +677,12 @@ def section_throughput(ctx: Ctx) -> str:
                 vals[label] = bar["value"]
                 bar["tip"] = f"{label} · {facet_title(ctx, facet)}: {R.sig(bar['value'])} {unit}; {timing}"
             cats.append({"label": label, "role": ctx.role(label), "bars": [bar]})
-            note = ""
-            if implied and r_tp and r_tp["status"] == "ok" and abs(r_tp["value"] / implied - 1) > 0.25:
+            case = (ctx.env.get("cases") or {}).get("/".join(combo.get(p, "") for p in ctx.grid)) or {}
+            note = _disagreement(r_tm, paired_sum, case)
+            if not note and implied and not paired_sum and r_tp and r_tp["status"] == "ok" and abs(
+                    r_tp["value"] / implied - 1) > DISAGREE:
                 note = (f"{_short(tp_name)} = {R.sig(r_tp['value'])} is {R.sig(r_tp['value'] / implied)}× the "
                         f"timing benchmark's {R.sig(implied)}: the two processes disagree")
-            case = (ctx.env.get("cases") or {}).get("/".join(combo.get(p, "") for p in ctx.grid)) or {}
             verify = case.get("verify") or {}
             fv = lambda r: R.sig(r["value"]) if r and r["status"] == "ok" else R.na_short(_reason(r))  # noqa: E731
             rows.append([f"<b>{esc(label)}</b>", esc(ctx.role(label))] + [esc(v) for v in facet] + [
@@ -649,14 +707,13 @@ def section_throughput(ctx: Ctx) -> str:
                         verify.get("max_abs_err"),
                         (r_tp or r_tm or {}).get("status", "absent"),
                         bar.get("na") or note])
-        if vals:
-            best = max(vals, key=vals.get)
-            ctx.fastest[facet] = (best, vals[best])
-        ratios = same_framework_ratios(ctx, vals, higher_is_better=True)
-        for (label, _), row, csv_row in zip(series, rows[first_row:], csv[first_row:]):
-            row.insert(len(row) - 1, _ratio_cell(ratios, label, "throughput ÷ the fastest peer of its framework"))
-            csv_row.insert(len(csv_row) - 2, ratios[label][0] if label in ratios else None)  # before status, note
-        sub = _ours_vs_peers(ctx, vals, unit)
+        for (_label, combo), row, csv_row in zip(series, rows[first_row:], csv[first_row:]):
+            v = ctx.verdict(combo)
+            row.insert(len(row) - 1, _verdict_cell(v))
+            csv_row[len(csv_row) - 2:len(csv_row) - 2] = (  # before status, note
+                [v.get("ratio"), v.get("low"), v.get("high"), v.get("verdict"), v.get("peer"),
+                 v.get("rounds_used"), v.get("rounds_dropped")] if v else [None] * 7)
+        sub = _ours_vs_peers(ctx, series, vals, unit)
         axis = f"{unit} (higher is better)"
         svg = R.bar_chart(facet_title(ctx, facet), cats, [{"name": unit}], unit, axis_label=axis, subtitle=sub)
         charts.append(f"<figure>{svg}</figure>")
@@ -665,7 +722,7 @@ def section_throughput(ctx: Ctx) -> str:
         (esc(unit) + " (bar)", "num"), (esc(_short(tp_name)) if tp_name else "track", "num"),
         ("step time (median)", "num"), ("step IQR", "num"), ("repeats", "num"), ("frames/s", "num"),
         ("page faults / step", "num"), ("batch", "num"), ("verified max-abs err", "num"),
-        ("× best peer, same framework", "num"), ("note", "")]
+        ("× best peer, same framework (paired, 95 % CI)", "num"), ("note", "")]
     parts.append(_folded(f"Table: throughput of every variant ({len(rows)} rows)", ctx.page.table(
         "throughput", cols, rows, caption="verified: outputs of batch element 0 vs the float64 reference before "
                                           "timing (from environment.json)",
@@ -673,7 +730,8 @@ def section_throughput(ctx: Ctx) -> str:
                      "step_seconds_median", "step_seconds_q25",
                      "step_seconds_q75", "step_seconds_ci99_low", "step_seconds_ci99_high", "repeats", "frames_per_s",
                      "minor_page_faults_per_step", "batch", "verify_max_abs_err",
-                     "ours_over_best_same_framework_peer", "status", "reason_or_note"], csv_rows=csv)))
+                     "ours_over_best_same_framework_peer", "ci95_low", "ci95_high", "verdict", "best_peer",
+                     "paired_rounds_used", "paired_rounds_dropped", "status", "reason_or_note"], csv_rows=csv)))
     parts.append("</section>")
     return "".join(parts)
 
@@ -703,6 +761,55 @@ def same_framework_ratios(ctx: Ctx, vals: dict[str, float], higher_is_better: bo
     return out
 
 
+def _paired_bar(summary: dict[str, Any], batch: int) -> dict[str, Any]:
+    """Throughput bar from a variant's paired rounds: batch ÷ median step time, whiskers from the interquartile
+    range of the per-round medians."""
+    rounds = sorted(summary.get("round_seconds") or [summary["step_seconds"]])
+    q25, q75 = _quantile(rounds, 0.25), _quantile(rounds, 0.75)
+    return {"value": batch / summary["step_seconds"], "lo": batch / q75, "hi": batch / q25}
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated quantile of already sorted values."""
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def _disagreement(time_row: dict[str, Any] | None, summary: dict[str, Any] | None, case: dict[str, Any]) -> str:
+    """Why asv's TimeStep and the paired rounds differ by more than :data:`DISAGREE` ('' when they agree)."""
+    if not summary or not time_row or time_row["status"] != "ok" or not time_row["value"]:
+        return ""
+    ratio = time_row["value"] / summary["step_seconds"]
+    if abs(ratio - 1) <= DISAGREE:
+        return ""
+    usage = case.get("timestep_usage") or {}
+    why = (f"the machine was busy while TimeStep sampled ({usage['reason']})" if usage.get("contaminated") else
+           "TimeStep ran in a process of its own, at another time: the machine's speed differed between the two")
+    return (f"TimeStep {R.fmt_seconds(time_row['value'])} is {R.sig(ratio)}× the paired rounds' "
+            f"{R.fmt_seconds(summary['step_seconds'])}: {why}; the bar and the ratio use the paired rounds")
+
+
+def verdict_text(v: dict[str, Any] | None) -> str:
+    """``1.21× [1.18–1.24] faster`` / ``no clear difference (0.98× [0.93–1.04])`` / the reason there is none."""
+    if not v:
+        return ""
+    if v.get("low") is None or v.get("verdict") == TOO_FEW:
+        return f"{TOO_FEW} ({v.get('rounds_used', 0)} of {v.get('rounds', 0)}: the machine was busy)"
+    est = f"{R.sig(v['ratio'])}× [{R.sig(v['low'])}–{R.sig(v['high'])}]"
+    return f"no clear difference ({est})" if v["verdict"] == "no clear difference" else f"{est} {v['verdict']}"
+
+
+def _verdict_cell(v: dict[str, Any] | None) -> str:
+    """The table cell of one of ours: ratio, interval and verdict, the peer and rounds on hover."""
+    if not v:
+        return '<span class="num"></span>'
+    title = (f"throughput ÷ {v.get('peer')}'s, geometric mean of {v.get('rounds_used')} paired rounds "
+             f"({v.get('rounds_dropped')} dropped for contention), 95 % confidence interval")
+    return f'<span class="num" title="{esc(title)}">{esc(verdict_text(v))}</span>'
+
+
 def _ratio_cell(ratios: dict[str, tuple[float, str]], label: str, what: str) -> str:
     """A table cell with ``label``'s same-framework ratio (the peer on hover), or empty for peers and traps."""
     if label not in ratios:
@@ -711,25 +818,17 @@ def _ratio_cell(ratios: dict[str, tuple[float, str]], label: str, what: str) -> 
     return f'<span class="num" title="{esc(what)}: {esc(peer)}">{R.sig(ratio)}×</span>'
 
 
-def _ours_vs_peers(ctx: Ctx, vals: dict[str, float], unit: str) -> str:
-    ours = {k: v for k, v in vals.items() if ctx.role(k) == "ours"}
-    peers = {k: v for k, v in vals.items() if ctx.role(k) == "peer"}
+def _ours_vs_peers(ctx: Ctx, series: list[tuple[str, dict[str, str]]], vals: dict[str, float], unit: str) -> str:
+    """The chart subtitle: each of ours against the best peer of its framework from the paired rounds, with the
+    interval and the verdict. Nothing is ranked without paired rounds (different processes)."""
     if not vals:
         return "no results"
-    ratios = same_framework_ratios(ctx, vals, higher_is_better=True)
-    if ratios:  # the best of ours per framework against the best peer of that framework
-        per_fw: dict[str, tuple[float, str]] = {}
-        for label, (ratio, _) in ratios.items():
-            fw = ctx.framework(label)
-            if fw not in per_fw or ratio > per_fw[fw][0]:
-                per_fw[fw] = (ratio, label)
-        return "ours ÷ best peer, same framework: " + " · ".join(
-            f"{label} {R.sig(ratio)}×" for _, (ratio, label) in sorted(per_fw.items()))
-    if ours and peers:
-        bo, bp = max(ours, key=ours.get), max(peers, key=peers.get)
-        return f"best ours {bo}: {R.sig(ours[bo] / peers[bp])}× the best peer ({bp})"
-    best = max(vals, key=vals.get)
-    return f"fastest: {best} ({R.sig(vals[best])} {unit})"
+    found = [(label, ctx.verdict(combo)) for label, combo in series if ctx.role(label) == "ours"]
+    found = [(label, v) for label, v in found if v]
+    if found:
+        return "ours ÷ best peer, same framework (paired, 95 % CI): " + " · ".join(
+            f"{label} {verdict_text(v)}" for label, v in found)
+    return "no paired comparison in this run: bars from separate processes, not ranked"
 
 
 def _facet_charts(ctx: Ctx, measures: list[dict[str, Any]], unit: str, axis: str, value_of, ref_of=None,

@@ -183,7 +183,7 @@ class Page:
         return (
             f'<div class="tablehead">{cap}<button type="button" class="csv" data-table="{tid}" '
             f'title="download this table as CSV">⤓ CSV</button></div>'
-            f'<div class="{wrap}"><table id="{tid}" class="data"><thead><tr>{head}</tr></thead>'
+            f'<div class="{wrap}"><table id="table-{tid}" class="data"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>'
         )
 

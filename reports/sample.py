@@ -73,6 +73,57 @@ def _spec_bytes(workload: str, dtype: str) -> float:
     return float(b * t * (89088 if workload == "tiny" else 2.28e6) * (2 if dtype == "float32" else 1))
 
 
+def _step_seconds(combo: tuple[str, ...], commit_i: int) -> float:
+    """The sample's step time of a combination at a commit (asv's TimeStep median)."""
+    variant, workload, mode, dtype = combo
+    speedup = SPEED[variant] * (1 + 0.04 * commit_i) * (1.6 if dtype == "bfloat16" else 1.0)
+    speedup *= 0.3 if (variant == "jax-scan" and mode == "train") else 1.0
+    gflop = FLOP[workload] * (3 if mode == "train" else 1)
+    return (gflop / (40.0 * speedup)) + (0.0004 if workload == "tiny" else 0.01) / speedup
+
+
+#: Sample paired rounds: (workload, mode) -> {variant: per-round noise amplitude} where the sample's peer is as
+#: fast as ours with noisy rounds (an interval that contains 1); rounds flagged as contaminated per group.
+LEVEL_PEER = {("tiny", "forward"): "torch-fused"}
+CONTAMINATED = {("torch", "radar", "train"): {2: "other processes used 1.02 cores > 0.25", 5: "steal 14% > 10%"}}
+PAIRED_ROUNDS = 8
+
+
+def _comparisons(commit_i: int, missing: set[str], failed: set[tuple]) -> dict[str, Any]:
+    """environment.json's ``comparisons``: paired rounds of each framework's variants, shaped as
+    :func:`benchmarks.common.record_comparison` writes them (the statistics by :mod:`benchmarks.paired` itself)."""
+    from benchmarks import paired  # the producer's own statistics, so the sample's verdicts are consistent
+
+    out: dict[str, Any] = {}
+    for fw, w, m, d in itertools.product(("torch", "keras", "jax"), WORKLOADS, MODES, DTYPES):
+        members = [v for v in VARIANTS if FRAMEWORK[v] == fw and v not in missing and selected((v, w, m, d))
+                   and (v, w, m) not in failed]
+        if not members:
+            continue
+        bad = CONTAMINATED.get((fw, w, m), {}) if d == "float32" else {}
+        blocks = {}
+        for v in members:
+            step = _step_seconds((v, w, m, d), commit_i)
+            if LEVEL_PEER.get((w, m)) == v:
+                step = _step_seconds((members[0], w, m, d), commit_i) * 1.01
+            noise = 0.06 if LEVEL_PEER.get((w, m)) in members else 0.01
+            # the machine runs 1.3x slower from round 4 on: every variant of a round sees it alike
+            medians = [step * (1.3 if r >= 4 else 1.0) * (1 + noise * math.sin(3 * r + 2.1 * VARIANTS.index(v)))
+                       for r in range(PAIRED_ROUNDS)]
+            blocks[v] = [{"round": r, "seconds": [medians[r]], "median": medians[r],
+                          "usage": {"contaminated": r in bad, "reason": bad.get(r, ""), "steal": 0.01,
+                                    "others_cores": 1.02 if r in bad else 0.02}}
+                         for r in range(PAIRED_ROUNDS)]
+        summaries = {v: paired.summarize(blocks[v]) for v in members}
+        peers = [v for v in members if ROLES[v] == "peer"]
+        best = paired.best_peer(summaries, peers)
+        ours = {v: {"vs_best_peer": paired.compare(blocks, v, best)} for v in members if ROLES[v] == "ours" and best}
+        out["+".join(members) + f"/{w}/{m}/{d}"] = {
+            "workload": w, "mode": m, "dtype": d, "rounds": PAIRED_ROUNDS, "block_seconds": 0.25,
+            "variants": summaries, "best_peer": best, "ours": ours}
+    return out
+
+
 def _value(name: str, combo: tuple[str, ...], commit_i: int, rnd: random.Random, missing: set[str],
            failed: set[tuple]) -> Any:
     """A plausible number, NaN (skipped) or None (failed)."""
@@ -91,10 +142,8 @@ def _value(name: str, combo: tuple[str, ...], commit_i: int, rnd: random.Random,
     if (variant, workload, mode) in failed and "Metrics" in name:
         return None
     b, t = WORKLOADS[workload]
-    speedup = SPEED[variant] * (1 + 0.04 * commit_i) * (1.6 if dtype == "bfloat16" else 1.0)
-    speedup *= 0.3 if (variant == "jax-scan" and mode == "train") else 1.0
     gflop = FLOP[workload] * (3 if mode == "train" else 1)
-    step = (gflop / (40.0 * speedup)) + (0.0004 if workload == "tiny" else 0.01) / speedup
+    step = _step_seconds(combo, commit_i)
     short = name.rsplit(".", 1)[-1]
     if short == "time_step":
         return step
@@ -162,7 +211,8 @@ def write_sample(
         files = _write_commit(results, sha, t0 + ci * 86_400_000, ci, rnd, missing_set, failed_set, use_asv)
     out = {"results": results, "files": files}
     if with_environment:
-        out["environment"] = _write_environment(root / "asv" / "environment.json", shas[-1], missing_set)
+        out["environment"] = _write_environment(root / "asv" / "environment.json", shas[-1], missing_set,
+                                                _comparisons(commits - 1, missing_set, failed_set))
     if with_parity:
         out["parity"] = write_parity(root / "parity")
     return out
@@ -248,7 +298,7 @@ def _write_compact(results, sha, date, started, params, env_name, per_bench) -> 
     return path
 
 
-def _write_environment(path: Path, sha: str, missing: set[str]) -> Path:
+def _write_environment(path: Path, sha: str, missing: set[str], comparisons: dict[str, Any]) -> Path:
     variants = {}
     for v in VARIANTS:
         if v in missing:
@@ -284,6 +334,7 @@ def _write_environment(path: Path, sha: str, missing: set[str]) -> Path:
                 "asv_command": ["python", "-m", "asv", "run", "--set-commit-hash", sha, *bench]},
         "variants": variants,
         "cases": cases,
+        "comparisons": comparisons,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(env, indent=1))

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import common
+from .. import common, threads
 
 #: variant -> (Keras backend, jit_compile)
 BACKENDS: dict[str, tuple[str, Any]] = {
@@ -45,6 +45,15 @@ def import_keras(backend: str) -> Any:
             )
         return loaded
     os.environ["KERAS_BACKEND"] = backend
+    # the backend's thread pools before keras loads it (TensorFlow's can only be sized before its first op)
+    if backend == "tensorflow":
+        import tensorflow
+
+        threads.configure_tensorflow(tensorflow)
+    elif backend == "torch":
+        import torch
+
+        threads.configure_torch(torch)
     import keras
 
     if keras.backend.backend() != backend:  # pragma: no cover - keras ignored the variable

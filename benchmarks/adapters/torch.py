@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import common
+from .. import common, threads
 
 VARIANTS = ("torch", "torch-compile", "torch-fused", "torch-fused-compile")
 COMPILED = ("torch-compile", "torch-fused-compile")
@@ -37,6 +37,7 @@ def import_framework(variant: str) -> Any:
     """Import what ``variant`` needs (the import-only memory baseline) and select its device."""
     import torch
 
+    threads.configure_torch(torch)
     _select(torch)
     return torch
 
@@ -136,6 +137,7 @@ class TorchModel(common.Model):
         self.torch = torch
         self.variant = variant
         self.dtype = dtype
+        threads.configure_torch(torch)
         choice = _select(torch)
         self._device = torch.device(choice.handle)
         self.device, self.device_kind, self.device_name = choice.id, choice.kind, choice.name
