@@ -18,6 +18,7 @@ the results are filed under the HEAD commit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -103,6 +104,29 @@ def load_results(path: Path) -> dict[str, dict[tuple[str, ...], Any]]:
     return out
 
 
+def verdicts_table(comparisons: dict[str, Any]) -> str:
+    """Ours against the fastest peer of its framework, from the paired rounds (environment.json ``comparisons``):
+    ratio (peer time / our time), 95 % interval, verdict, rounds used and dropped for contention."""
+    head = ["workload", "mode", "dtype", "ours", "best peer", "ours ms", "peer ms", "x best peer [95% CI]",
+            "verdict", "rounds used/dropped"]
+    rows = []
+    for _, entry in sorted(comparisons.items(), key=lambda kv: (kv[1]["workload"], kv[1]["mode"], kv[0])):
+        for ours, found in sorted(entry.get("ours", {}).items()):
+            v = found["vs_best_peer"]
+            est = "n/a" if v.get("low") is None else f"{v['ratio']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
+            ms = {name: entry["variants"][name]["step_seconds"] * 1e3 for name in (ours, v["peer"])}
+            rows.append([entry["workload"], entry["mode"], entry["dtype"], ours, v["peer"], f"{ms[ours]:.2f}",
+                         f"{ms[v['peer']]:.2f}", est, v["verdict"], f"{v['rounds_used']}/{v['rounds_dropped']}"])
+    if not rows:
+        return "no paired comparisons in this run"
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    lines = [" | ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in [head, *rows]]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    lines.append("x best peer: geometric mean over the clean paired rounds of peer time / our time (above 1: ours is "
+                 "faster), Student-t 95 % interval;\na verdict only when the interval excludes 1.")
+    return "\n".join(lines)
+
+
 def summary_table(results: dict[str, dict[tuple[str, ...], Any]]) -> str:
     """A compact text table of the profile's rows: ms/step, sequences/s, fraction of conv peak, first call, RSS."""
 
@@ -150,15 +174,15 @@ def summary_table(results: dict[str, dict[tuple[str, ...], Any]]) -> str:
                 _fmt(num(faults.get(key)), "{:.0f}"),
             ]
         )  # fmt: skip
-    head = ["workload", "mode", "dtype", "variant", "ms/step", "ms/step (Metrics)", "seq/s (Metrics)",
+    head = ["workload", "mode", "dtype", "variant", "ms/step", "ms/step (paired)", "seq/s (paired)",
             "frac conv peak", "first call s", "RSS MiB", "RSS-import MiB", "train RSS increase MiB",
             "page faults/step"]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
     lines = [" | ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in [head, *rows]]
     lines.insert(1, "-+-".join("-" * w for w in widths))
-    lines.append("ms/step: asv's TimeStep median. The (Metrics) columns, frac conv peak and first call come from the "
-                 "Metrics process of the same combination;\nwhere the two ms/step differ, the host ran the two "
-                 "processes at different speeds: compare with `python -m benchmarks.ab` (fresh processes).\n"
+    lines.append("ms/step: asv's TimeStep median (a process of its own). The (paired) columns, frac conv peak and "
+                 "first call come from the Metrics process,\nwhich times the variants of one framework in interleaved "
+                 "rounds; where the two ms/step differ, the machine's speed differed between the processes.\n"
                  "train RSS increase: TrainMemory, peak RSS over the build in a fresh process of its own (train "
                  "only).\npage faults/step: PageFaults, minor faults per timed step in the Metrics process.")
     return "\n".join(lines)
@@ -246,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nasv run finished in {wall / 60:.1f} min (exit status {rc})")
     if found:
         print(summary_table(load_results(found)))
+    with contextlib.suppress(OSError, ValueError):
+        print("\n" + verdicts_table(json.loads(env_file.read_text()).get("comparisons") or {}))
     if not args.no_report:
         pub = subprocess.run([*asv, "publish", "--config", str(ROOT / "asv.conf.json")], cwd=ROOT, env=env)
         if pub.returncode != 0:
