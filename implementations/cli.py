@@ -23,10 +23,11 @@ import numpy as np
 from . import FRAMEWORKS, FrameworkUnavailable, get_runner
 from . import reference as ref
 from .api import DTYPES, ForwardResult, InputError
+from .fileio import atomic_write
 from .interop import FORMATS, convert
 from .spec import SpecError, stack_from_dict
 from .tolerances import compare, tolerance
-from .weights import WeightFileError, atomic_write, init_weights, load, save
+from .weights import WeightFileError, init_weights, load, save
 from .workloads import WORKLOADS
 
 USER_ERRORS = (WeightFileError, InputError, SpecError, FileNotFoundError, KeyError)

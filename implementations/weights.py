@@ -26,7 +26,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from .spec import GATE_ORDER, PEEPHOLE_GATES, SpecError, StackSpec
+from .fileio import atomic_write  # noqa: F401  (re-exported: reports.build and older callers import it here)
+from .spec import GATE_ORDER, SpecError, StackSpec
 
 FORMAT_NAME = "convlstm-npz"
 FORMAT_VERSION = 1
@@ -295,29 +295,6 @@ def load(path: str | os.PathLike) -> Weights:
     return Weights(spec, arrays, extra)
 
 
-def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename over ``path``.
-
-    A crash at any point leaves either the old file or the new one, never a partial file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
 def save(path: str | os.PathLike, weights: Weights) -> Path:
     """Validate and write ``weights`` atomically to ``path`` (a ``.npz``)."""
     arrays = validate_arrays(weights.spec, weights.arrays)
@@ -391,7 +368,3 @@ def random_weights(
         for key, shape in spec.weight_shapes(input_spatial).items()
     }
     return make_weights(spec, arrays)
-
-
-def peephole_keys(i: int) -> list[str]:
-    return [f"layers/{i}/peephole_{g}" for g in PEEPHOLE_GATES]

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import implementations
+from implementations.fileio import atomic_write
 from implementations.tolerances import Comparison, Tolerance, compare
-from implementations.weights import atomic_write
 
 FRAMEWORKS = list(implementations.FRAMEWORKS)
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,7 +2,8 @@
 
 Writers covered: ``weights.save`` / ``weights.atomic_write`` (also used by the parity/report JSON of conftest),
 and the converter writers ``write_torch_fused_file``, ``write_flax_file`` (atomic_write) and
-``write_keras_file`` (``_common.atomic_path``).
+``write_keras_file`` (``fileio.atomic_path``); ``weights.atomic_write`` and ``interop.atomic_path`` are
+:mod:`implementations.fileio`'s, re-exported.
 
 * A writer process SIGKILLed part-way leaves the previous file byte-identical and loadable. The kill is
   deterministic: the child patches the file object the writer writes through so that, after a given number of

@@ -26,8 +26,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..fileio import atomic_path
 from ..weights import Weights, load, save
-from ._common import ConversionError, atomic_path, reorder_gates
+from ._common import ConversionError, reorder_gates
 from .flax_io import from_flax, read_flax_file, to_flax, write_flax_file
 from .keras_io import from_keras, read_keras2_h5, read_keras_file, to_keras, write_keras_file
 from .torch_io import from_torch_fused, read_torch_fused_file, to_torch_fused, write_torch_fused_file

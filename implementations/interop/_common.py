@@ -5,13 +5,9 @@ Nothing here imports a deep-learning framework.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import numpy as np
@@ -53,26 +49,6 @@ def require(module: str, fmt: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise FrameworkUnavailable(f"format {fmt!r} needs the package {module.split('.')[0]!r}: {exc}") from None
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temp path (ending in ``suffix``) for a writer that needs a name; on success fsync it and rename it
-    over ``path``, on failure remove it. Readers never see a partial file. The temp file lives in a hidden temp
-    folder beside ``path`` (``.<name>.XXXX.tmp/``), so even one left by a killed process never matches a
-    ``*<suffix>`` glob of the target's folder.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp = folder / f"partial{suffix}"
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def reorder_gates(array: np.ndarray, src: str, dst: str, axis: int = -1) -> np.ndarray:

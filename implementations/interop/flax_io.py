@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_write
 from ..spec import GATE_ORDER
-from ..weights import Weights, atomic_write
+from ..weights import Weights
 from ._common import (
     as_float_array,
     check_shape,

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_path
 from ..spec import LayerSpec, SpecError
 from ..weights import Weights
 from ._common import (
     ConversionError,
     as_float_array,
-    atomic_path,
     fail,
     prefixed,
     refuse_peepholes,
