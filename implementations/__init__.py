@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 from typing import TYPE_CHECKING
 
+from .api import LossProbe
 from .spec import LayerSpec, SpecError, StackSpec, stack_from_dict
 from .weights import WeightFileError, Weights, init_weights, load, random_weights, save
 
@@ -22,6 +23,7 @@ __all__ = [
     "FRAMEWORKS",
     "FrameworkUnavailable",
     "LayerSpec",
+    "LossProbe",
     "SpecError",
     "StackSpec",
     "WeightFileError",

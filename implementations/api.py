@@ -4,7 +4,8 @@ Each framework module (``torch_impl``, ``keras_impl``, ``jax_impl``) defines ``R
 subclass of :class:`Runner` built from canonical :class:`~implementations.weights.Weights`:
 
 * ``forward(x, initial_state=None, return_sequences=True, go_backwards=False) -> ForwardResult``
-* ``value_and_grad(x, probe, initial_state=None, go_backwards=False) -> GradResult``
+* ``value_and_grad(x, probe, initial_state=None, go_backwards=False) -> GradResult``: ``probe`` a
+  :class:`LossProbe` or a NumPy array of the output sequence's shape (see :func:`check_probe`)
 * ``export_weights() -> Weights``
 * ``device`` (a string such as ``"cpu"`` or ``"cuda:0"``)
 
@@ -68,6 +69,14 @@ class LossProbe:
         gc = [rng.standard_normal((b, *s, layer.filters)) for s, layer in zip(states, spec.layers)]
         return cls(gy, gh, gc)
 
+    @classmethod
+    def from_output_cotangent(cls, gy: np.ndarray, state_shapes: Sequence[tuple[int, ...]]) -> LossProbe:
+        """The probe ``loss = sum(outputs * gy)``: zero cotangents for every final state.
+
+        ``state_shapes``: the shape of each layer's final state, ``(B, *S'_i, F_i)``.
+        """
+        return cls(gy, [np.zeros(s, gy.dtype) for s in state_shapes], [np.zeros(s, gy.dtype) for s in state_shapes])
+
     def astype(self, dtype: Any) -> LossProbe:
         return LossProbe(
             self.gy.astype(dtype), [g.astype(dtype) for g in self.gh], [g.astype(dtype) for g in self.gc]
@@ -78,6 +87,11 @@ class LossProbe:
         total += sum(float(np.sum(h * g)) for h, g in zip(result.h, self.gh))
         total += sum(float(np.sum(c * g)) for c, g in zip(result.c, self.gc))
         return total
+
+
+#: What ``value_and_grad`` accepts as its probe: a :class:`LossProbe`, or a NumPy array of the output
+#: sequence's shape (the output cotangent; final states get zero cotangents).
+ProbeLike = LossProbe | np.ndarray
 
 
 @dataclasses.dataclass
@@ -162,6 +176,57 @@ def check_initial_state(
     return out
 
 
+def _probe_array(name: str, value: Any, want: tuple[int, ...], dtype: str) -> np.ndarray:
+    """One probe cotangent as a C-contiguous ``dtype`` array of shape ``want`` (InputError otherwise)."""
+    arr = np.asarray(value)
+    if arr.shape != want:
+        raise InputError(f"{name}: expected shape {want}, found {arr.shape}")
+    if arr.dtype.kind not in "iuf":
+        raise InputError(f"{name}: expected real numbers, found dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _probe_list(name: str, values: Any, wants: list[tuple[int, ...]], dtype: str) -> list[np.ndarray]:
+    """One cotangent per layer's final state, each checked by :func:`_probe_array`."""
+    if isinstance(values, np.ndarray) or not isinstance(values, Sequence):
+        raise TypeError(f"{name}: expected a list of arrays (one per layer), found {type(values).__name__}")
+    if len(values) != len(wants):
+        raise InputError(f"{name}: expected {len(wants)} arrays (one per layer), found {len(values)}")
+    return [_probe_array(f"{name}[{i}]", v, want, dtype) for i, (v, want) in enumerate(zip(values, wants))]
+
+
+def check_probe(spec: StackSpec, probe: Any, input_shape: Sequence[int], dtype: str) -> LossProbe:
+    """Normalise the ``probe`` given to ``value_and_grad`` to a checked :class:`LossProbe` in ``dtype``.
+
+    Done here once so that every runner accepts the same probes and rejects the rest with the same errors:
+
+    * a :class:`LossProbe`: its ``gy`` must have the output sequence's shape ``(B, T, *S', F)`` and its
+      ``gh``/``gc`` one array per layer of that layer's final-state shape ``(B, *S'_i, F_i)``;
+    * a plain NumPy array of the output sequence's shape: the output cotangent, i.e. the probe whose loss
+      is ``sum(outputs * probe)``, with zero cotangents for the final states.
+
+    Anything else raises ``TypeError``; a wrong shape (or non-real dtype) raises :class:`InputError`
+    naming what was expected and what was found. ``input_shape`` must already have passed
+    :func:`check_input`.
+    """
+    want_y = spec.output_shape(input_shape)
+    b = input_shape[0]
+    want_states = [(b, *s, layer.filters) for s, layer in zip(spec.state_spatials(input_shape[2:-1]), spec.layers)]
+    if isinstance(probe, LossProbe):
+        return LossProbe(
+            _probe_array("probe.gy", probe.gy, want_y, dtype),
+            _probe_list("probe.gh", probe.gh, want_states, dtype),
+            _probe_list("probe.gc", probe.gc, want_states, dtype),
+        )
+    if isinstance(probe, np.ndarray) and not isinstance(probe, np.ma.MaskedArray):  # a mask would be ignored
+        gy = _probe_array("probe (the output cotangent)", probe, want_y, dtype)
+        return LossProbe.from_output_cotangent(gy, want_states)
+    raise TypeError(
+        f"probe: expected a LossProbe or a plain NumPy array of the output sequence's shape {want_y}, "
+        f"found {type(probe).__name__}"
+    )
+
+
 def select_output(sequence: np.ndarray, return_sequences: bool) -> np.ndarray:
     """The last layer's output: the whole sequence, or its last step (in processing order)."""
     return sequence if return_sequences else sequence[:, -1]
@@ -194,7 +259,7 @@ class Runner:
     def value_and_grad(
         self,
         x: np.ndarray,
-        probe: LossProbe,
+        probe: ProbeLike,
         *,
         initial_state: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
         go_backwards: bool = False,

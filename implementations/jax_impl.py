@@ -80,7 +80,7 @@ from flax import nnx
 from jax import lax
 
 from . import api
-from .spec import LayerSpec, StackSpec
+from .spec import HARD_SIGMOID_DIVISOR, HARD_SIGMOID_KERAS2_SLOPE, LayerSpec, StackSpec
 from .weights import Weights, make_weights
 
 __all__ = [
@@ -153,9 +153,9 @@ _ACTIVATIONS = {
 _RECURRENT_ACTIVATIONS = {
     "sigmoid": jax.nn.sigmoid,
     # Keras 3: relu6(x + 3) / 6 == clip(x / 6 + 0.5, 0, 1)
-    "hard_sigmoid": lambda x: jnp.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    "hard_sigmoid": lambda x: jnp.clip(x / HARD_SIGMOID_DIVISOR + 0.5, 0.0, 1.0),
     # Keras 2 / tf.keras
-    "hard_sigmoid_keras2": lambda x: jnp.clip(0.2 * x + 0.5, 0.0, 1.0),
+    "hard_sigmoid_keras2": lambda x: jnp.clip(HARD_SIGMOID_KERAS2_SLOPE * x + 0.5, 0.0, 1.0),
 }
 
 
@@ -739,11 +739,12 @@ class Runner(api.Runner):
 
     def _prepare(
         self, x: np.ndarray, initial_state: Sequence[tuple[np.ndarray, np.ndarray]] | None
-    ) -> tuple[Any, Any, list[tuple[int, ...]]]:
+    ) -> tuple[Any, Any]:
+        """Checked frames and initial state, on the runner's device."""
         self._ensure_x64()
         x, states = api.check_input(self.weights, x, self.dtype)
         init = api.check_initial_state(self.weights, initial_state, x.shape[0], states, self.dtype)
-        return self._put(x), (None if init is None else self._put(init)), states
+        return self._put(x), (None if init is None else self._put(init))
 
     @staticmethod
     def _to_numpy(tree: Any) -> Any:
@@ -758,42 +759,28 @@ class Runner(api.Runner):
         go_backwards: bool = False,
     ) -> api.ForwardResult:
         """``x`` (B, T, *S, C) -> outputs (B, T, *S', F) (or (B, *S', F)), final h/c per layer."""
-        xd, init, _ = self._prepare(x, initial_state)
+        xd, init = self._prepare(x, initial_state)
         out = _forward_jit(self._graphdef, self._state, xd, init, bool(return_sequences), bool(go_backwards))
         seq, hs, cs = self._to_numpy(out)
         return api.ForwardResult(seq, list(hs), list(cs))
 
-    def _check_probe(self, probe: api.LossProbe, x_shape: tuple[int, ...], states: list[tuple[int, ...]]) -> Any:
-        spec = self.weights.spec
-        b = x_shape[0]
-        want_y = spec.output_shape(x_shape)
-        if np.shape(probe.gy) != want_y:
-            raise api.InputError(f"probe.gy: expected shape {want_y}, found {np.shape(probe.gy)}")
-        for name, gs in (("gh", probe.gh), ("gc", probe.gc)):
-            if len(gs) != len(spec.layers):
-                raise api.InputError(f"probe.{name}: expected {len(spec.layers)} arrays, found {len(gs)}")
-            for i, (g, s, layer) in enumerate(zip(gs, states, spec.layers)):
-                want = (b, *s, layer.filters)
-                if np.shape(g) != want:
-                    raise api.InputError(f"probe.{name}[{i}]: expected shape {want}, found {np.shape(g)}")
-        cast = probe.astype(self._np_dtype)
-        return self._put((cast.gy, list(cast.gh), list(cast.gc)))
-
     def value_and_grad(
         self,
         x: np.ndarray,
-        probe: api.LossProbe,
+        probe: api.ProbeLike,
         *,
         initial_state: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
         go_backwards: bool = False,
     ) -> api.GradResult:
         """The probe's loss on the full output sequence and final states, and its gradients.
 
-        Gradients: canonical weight keys with the weights' shapes, plus ``"input"`` (B, T, *S, C),
-        NumPy in the runner's dtype.
+        ``probe``: a :class:`~implementations.api.LossProbe` or an array of the output sequence's shape
+        (see :func:`~implementations.api.check_probe`). Gradients: canonical weight keys with the
+        weights' shapes, plus ``"input"`` (B, T, *S, C), NumPy in the runner's dtype.
         """
-        xd, init, states = self._prepare(x, initial_state)
-        probe_d = self._check_probe(probe, xd.shape, states)
+        xd, init = self._prepare(x, initial_state)
+        checked = api.check_probe(self.weights.spec, probe, xd.shape, self.dtype)
+        probe_d = self._put((checked.gy, checked.gh, checked.gc))
         loss, (grad_state, grad_x) = _value_and_grad_jit(
             self._graphdef, self._state, xd, init, probe_d, bool(go_backwards)
         )

@@ -41,7 +41,7 @@ import numpy as np
 from keras import ops
 
 from . import api
-from .spec import PEEPHOLE_GATES, LayerSpec, StackSpec
+from .spec import HARD_SIGMOID_DIVISOR, HARD_SIGMOID_KERAS2_SLOPE, PEEPHOLE_GATES, LayerSpec, StackSpec
 from .weights import Weights, make_weights
 
 __all__ = [
@@ -50,10 +50,6 @@ __all__ = [
     "UnitForgetBias",
     "versions",
 ]
-
-#: Short weight names of one layer, in canonical order (``layers/{i}/{name}``).
-PARAM_NAMES = ("kernel", "recurrent_kernel", "bias", *(f"peephole_{g}" for g in PEEPHOLE_GATES))
-
 
 # ---------------------------------------------------------------------------------------------
 # Element-wise functions: the formulas of spec.NUMPY_ACTIVATIONS / NUMPY_RECURRENT_ACTIVATIONS.
@@ -93,12 +89,12 @@ def _linear(x: Any) -> Any:
 
 def _hard_sigmoid(x: Any) -> Any:
     # Keras 3: relu6(x + 3) / 6 == clip(x / 6 + 0.5, 0, 1)
-    return ops.clip(x / 6.0 + 0.5, 0.0, 1.0)
+    return ops.clip(x / HARD_SIGMOID_DIVISOR + 0.5, 0.0, 1.0)
 
 
 def _hard_sigmoid_keras2(x: Any) -> Any:
     # Keras 2 / tf.keras: clip(0.2 x + 0.5, 0, 1)
-    return ops.clip(0.2 * x + 0.5, 0.0, 1.0)
+    return ops.clip(HARD_SIGMOID_KERAS2_SLOPE * x + 0.5, 0.0, 1.0)
 
 
 ACTIVATIONS: dict[str, Callable[[Any], Any]] = {"tanh": _tanh, "relu": ops.relu, "linear": _linear}
@@ -562,16 +558,19 @@ class Runner(api.Runner):
     def value_and_grad(
         self,
         x: np.ndarray,
-        probe: api.LossProbe,
+        probe: api.ProbeLike,
         *,
         initial_state: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
         go_backwards: bool = False,
     ) -> api.GradResult:
         """``probe.value`` on the full output sequence and all final states, and its gradient with
-        respect to every canonical weight (canonical keys and layouts) and ``"input"`` (B, T, *S, C)."""
+        respect to every canonical weight (canonical keys and layouts) and ``"input"`` (B, T, *S, C).
+
+        ``probe``: a :class:`~implementations.api.LossProbe` or an array of the output sequence's shape
+        (see :func:`~implementations.api.check_probe`)."""
         with self._scope():
             xt, init = self._prepare(x, initial_state)
-            p = probe.astype(self.dtype)
+            p = api.check_probe(self.weights.spec, probe, tuple(xt.shape), self.dtype)
             gs = [g for pair in zip(p.gh, p.gc) for g in pair]
             probe_t = (
                 ops.convert_to_tensor(p.gy, self.dtype),
@@ -742,18 +741,28 @@ def _backend_inference(fn: Callable[..., Any], *, jit: bool) -> Callable[..., An
 
 
 def _backend_traced_by_xla() -> bool:
-    """True while TF traces a function that XLA will compile (``tf.function(jit_compile=True)``, which
-    is what Keras' ``jit_compile=True`` uses), at any nesting depth; False on other backends and in
-    eager code. Reads TF's XLA control-flow context, a private API: if it moves, the answer is False."""
-    if keras.backend.backend() != "tensorflow":
-        return False
+    """True while the TF backend traces a function that XLA will compile (see :func:`_tf_traced_by_xla`);
+    False on the other backends."""
+    return keras.backend.backend() == "tensorflow" and _tf_traced_by_xla()
+
+
+def _tf_traced_by_xla() -> bool:
+    """Whether TensorFlow is now tracing a graph that XLA will compile: inside ``tf.function(jit_compile=True)``
+    (what Keras' ``jit_compile=True`` uses), at any nesting depth (a ``tf.while_loop`` or ``tf.cond`` body of such
+    a function too); False in eager code and in graphs TF runs itself.
+
+    TF has no public API for this; it asks the private
+    ``tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext``. Fallback where TF lacks it: False
+    (the layer then takes its non-XLA forms, ``unstack`` and the input conv: correct, slower under XLA).
+    ``parity_tests/test_private_apis.py`` fails when the private API is gone, so that an upgrade is noticed.
+    """
     try:
         import tensorflow as tf
         from tensorflow.python.ops import control_flow_util
-
-        return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
-    except (ImportError, AttributeError):
+    except ImportError:
         return False
+    query = getattr(control_flow_util, "GraphOrParentsInXlaContext", None)
+    return False if query is None else bool(query(tf.compat.v1.get_default_graph()))
 
 
 def _backend_compile(fn: Callable[..., Any]) -> Callable[..., Any]:

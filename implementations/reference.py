@@ -11,7 +11,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .api import ForwardResult, InputError, LossProbe, check_initial_state, check_input, select_output
+from .api import (
+    ForwardResult,
+    InputError,
+    ProbeLike,
+    check_initial_state,
+    check_input,
+    check_probe,
+    select_output,
+)
 from .spec import NUMPY_ACTIVATIONS, NUMPY_RECURRENT_ACTIVATIONS, LayerSpec
 from .weights import Weights
 
@@ -113,19 +121,23 @@ def forward(
 def loss(
     weights: Weights,
     x: np.ndarray,
-    probe: LossProbe,
+    probe: ProbeLike,
     *,
     initial_state: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
     go_backwards: bool = False,
 ) -> float:
-    """The probe's scalar loss on the float64 reference (used for finite differences)."""
-    return probe.value(forward(weights, x, initial_state=initial_state, go_backwards=go_backwards))
+    """The probe's scalar loss on the float64 reference (used for finite differences).
+
+    ``probe`` as for the runners' ``value_and_grad`` (:func:`~implementations.api.check_probe`).
+    """
+    result = forward(weights, x, initial_state=initial_state, go_backwards=go_backwards)
+    return check_probe(weights.spec, probe, np.shape(x), "float64").value(result)
 
 
 def directional_derivative(
     weights: Weights,
     x: np.ndarray,
-    probe: LossProbe,
+    probe: ProbeLike,
     key: str,
     direction: np.ndarray,
     *,

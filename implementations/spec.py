@@ -54,15 +54,19 @@ NUMPY_ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0.0),
     "linear": lambda x: x,
 }
+#: Keras 3's hard sigmoid, ``relu6(x + 3) / 6 == clip(x / HARD_SIGMOID_DIVISOR + 0.5, 0, 1)``. Every framework
+#: divides by it (rather than multiplying by its reciprocal) so that they all round the same way.
+HARD_SIGMOID_DIVISOR = 6.0
+#: Keras 2 / tf.keras's hard sigmoid: ``clip(HARD_SIGMOID_KERAS2_SLOPE * x + 0.5, 0, 1)``.
+HARD_SIGMOID_KERAS2_SLOPE = 0.2
+#: Slope of each hard sigmoid, ``clip(slope * x + 0.5, 0, 1)``: its derivative where the output is inside (0, 1).
+HARD_SIGMOID_SLOPES = {"hard_sigmoid": 1.0 / HARD_SIGMOID_DIVISOR, "hard_sigmoid_keras2": HARD_SIGMOID_KERAS2_SLOPE}
+
 NUMPY_RECURRENT_ACTIVATIONS = {
     "sigmoid": _np_sigmoid,
-    # Keras 3: relu6(x + 3) / 6
-    "hard_sigmoid": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
-    # Keras 2 / tf.keras: clip(0.2 x + 0.5, 0, 1)
-    "hard_sigmoid_keras2": lambda x: np.clip(0.2 * x + 0.5, 0.0, 1.0),
+    "hard_sigmoid": lambda x: np.clip(x / HARD_SIGMOID_DIVISOR + 0.5, 0.0, 1.0),
+    "hard_sigmoid_keras2": lambda x: np.clip(HARD_SIGMOID_KERAS2_SLOPE * x + 0.5, 0.0, 1.0),
 }
-#: Slope and offset of the two hard sigmoids: ``clip(slope * x + 0.5, 0, 1)``.
-HARD_SIGMOID_SLOPES = {"hard_sigmoid": 1.0 / 6.0, "hard_sigmoid_keras2": 0.2}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import api
-from .spec import HARD_SIGMOID_SLOPES, PEEPHOLE_GATES, LayerSpec, SpecError, StackSpec
+from .spec import (
+    HARD_SIGMOID_DIVISOR,
+    HARD_SIGMOID_KERAS2_SLOPE,
+    HARD_SIGMOID_SLOPES,
+    PEEPHOLE_GATES,
+    LayerSpec,
+    SpecError,
+    StackSpec,
+)
 from .weights import Weights, make_weights
 
 __all__ = [
@@ -62,11 +70,11 @@ def _linear(x: Tensor) -> Tensor:
 
 def _hard_sigmoid(x: Tensor) -> Tensor:
     # Keras 3: relu6(x + 3) / 6 == clip(x / 6 + 0.5, 0, 1)
-    return torch.clamp(x / 6.0 + 0.5, 0.0, 1.0)
+    return torch.clamp(x / HARD_SIGMOID_DIVISOR + 0.5, 0.0, 1.0)
 
 
 def _hard_sigmoid_keras2(x: Tensor) -> Tensor:
-    return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)
+    return torch.clamp(HARD_SIGMOID_KERAS2_SLOPE * x + 0.5, 0.0, 1.0)
 
 
 _IDENTITY_TANH_DTYPES = (torch.float32, torch.float64)
@@ -570,8 +578,14 @@ def _step_grad(g_out: Tensor, dh_rec: Tensor | None, like: Tensor) -> Tensor:
 
 
 def _keeps_graph() -> bool:
-    """Whether the running backward keeps the graph (``retain_graph=True``), so saved tensors must stay intact.
-    A private autograd query; True (the safe answer) where it is missing."""
+    """Whether the backward now running keeps its graph (``retain_graph=True``), so that a later backward reads
+    the same saved tensors again and the loop's backward must not overwrite them in place.
+
+    Torch has no public API for this; it asks the private ``torch._C._autograd._get_current_graph_task_keep_graph``
+    (True outside a backward). Fallback where torch lacks it: True, the safe answer (the backward then copies the
+    saved gates before reusing their memory: correct, one copy slower). ``parity_tests/test_private_apis.py``
+    fails when the private API is gone, so that an upgrade that drops it is noticed.
+    """
     query = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
     return True if query is None else bool(query())
 
@@ -957,25 +971,21 @@ class Runner(api.Runner):
     def value_and_grad(
         self,
         x: np.ndarray,
-        probe: api.LossProbe,
+        probe: api.ProbeLike,
         *,
         initial_state: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
         go_backwards: bool = False,
     ) -> api.GradResult:
         """The probe's loss on the full output sequence and final states, and its gradients.
 
-        ``x``: ``(B, T, *S, C)``. ``grads``: canonical weight key -> gradient in the weight's
-        canonical shape, plus ``"input"`` ``(B, T, *S, C)``; NumPy in the runner dtype.
+        ``x``: ``(B, T, *S, C)``. ``probe``: a :class:`~implementations.api.LossProbe` or an array of the
+        output sequence's shape (see :func:`~implementations.api.check_probe`). ``grads``: canonical
+        weight key -> gradient in the weight's canonical shape, plus ``"input"`` ``(B, T, *S, C)``;
+        NumPy in the runner dtype.
         """
         x, states = api.check_input(self.weights, x, self.dtype)
         init = api.check_initial_state(self.weights, initial_state, x.shape[0], states, self.dtype)
-        want_y = self.weights.spec.output_shape(x.shape)
-        want_states = [(x.shape[0], *s, layer.filters) for s, layer in zip(states, self.weights.spec.layers)]
-        found = [np.shape(probe.gy), *(np.shape(g) for g in probe.gh), *(np.shape(g) for g in probe.gc)]
-        if len(probe.gh) != len(states) or found != [want_y, *want_states, *want_states]:
-            raise api.InputError(
-                f"probe: expected gy {want_y} and gh/gc {want_states} (one per layer), found shapes {found}"
-            )
+        probe = api.check_probe(self.weights.spec, probe, x.shape, self.dtype)
         params = self.module.canonical_parameters()
         with torch.enable_grad(), _conv_precision(self._device, self.allow_tf32):
             xt = self._tensor(x).requires_grad_(True)
