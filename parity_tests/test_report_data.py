@@ -427,3 +427,27 @@ def test_cli_report(tmp_path, fixture_root, capsys):
                    str(fixture_root / "parity"), "-o", str(out)])
     assert rc == 0 and out.is_file() and "wrote" in capsys.readouterr().out
     assert_self_contained(out.read_text())
+
+
+def test_readme_results_table_from_the_paired_comparisons(environment, tmp_path):
+    """``python -m reports.results_table``: one row per one of ours with a peer, caption with machine, date and
+    commit, written between the README's markers (and nowhere else); a README without markers is refused."""
+    from reports import results_table
+
+    body = results_table.table(environment)
+    ours_rows = sum(len(e["ours"]) for e in environment["comparisons"].values())
+    assert body.count("\n| ") == ours_rows + 1  # the header, then one row each
+    assert "Sample CPU @ 2.0GHz, 2 CPUs" in body and "2026-09-21" in body and "no clear difference" in body
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{results_table.BEGIN}\nold table\n{results_table.END}\nafter\n")
+    env_file = tmp_path / "env.json"
+    env_file.write_text(json.dumps(environment))
+    assert results_table.main(["--env", str(env_file), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and body in text and text.startswith("# x\n\nbefore\n") and text.endswith("after\n")
+    assert results_table.main(["--env", str(env_file), "--readme", str(readme)]) == 0
+    assert readme.read_text() == text  # idempotent
+    readme.write_text("no markers\n")
+    assert results_table.main(["--env", str(env_file), "--readme", str(readme)]) == 2
+    assert readme.read_text() == "no markers\n"
+    assert results_table.table({}).startswith("_No paired comparison")
