@@ -27,12 +27,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import common
+from . import common, paired
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,18 +64,11 @@ def run_child(variant: str, workload: str, mode: str, dtype: str) -> dict[str, A
     return {"error": f"exit {done.returncode}: {tail}"}
 
 
-def process_family(variant: str) -> tuple[str, tuple[str, ...]]:
-    """Variants with the same family can share a process: the same adapter and the same packages (for Keras:
-    the same backend, which is process-wide)."""
-    row = common.VARIANT_TABLE[variant]
-    return row.adapter, row.packages
-
-
 def check_in_process(variants: Sequence[str], rounds: int, steps: int) -> None:
     """ValueError unless ``variants`` are distinct, of one process family, and rounds and steps are >= 1."""
     if len(set(variants)) != len(variants):
         raise ValueError(f"--in-process needs distinct variants: found {list(variants)}")
-    families = {v: process_family(v) for v in variants}
+    families = {v: common.family(v) for v in variants}
     if len(set(families.values())) != 1:
         raise ValueError(
             "--in-process needs variants of one framework (one Keras backend): found "
@@ -89,40 +81,29 @@ def check_in_process(variants: Sequence[str], rounds: int, steps: int) -> None:
 def compare_in_process(
     variants: Sequence[str], workload: str, mode: str, dtype: str, rounds: int, steps: int
 ) -> dict[str, Any]:
-    """Build every variant here, then time ``steps`` synced steps of each per round, ``rounds`` rounds interleaved
-    (order reversed every other round). Returns per variant the per-round median seconds, all samples, the
-    paired ratio to the first variant per round, and the conv-peak fraction (peak probed after the rounds).
+    """Build every variant here, then time ``steps`` synced steps of each per round in ``rounds`` interleaved rounds
+    (:func:`benchmarks.paired.interleaved_rounds`: the order rotates, busy rounds are flagged). Returns per variant
+    the paired-round summary, all samples, the ratio to the first variant (its time / this one's, with the 95 %
+    interval and the verdict) and the conv-peak fraction (peak probed after the rounds).
 
     ValueError from :func:`check_in_process` (before anything is built); NotImplementedError
     when one of them is skipped (its framework missing)."""
     check_in_process(variants, rounds, steps)
     profile = ab_profile()
     cases = {v: common.prepare_case(v, workload, mode, dtype, profile=profile, record=False) for v in variants}
-    samples: dict[str, list[list[float]]] = {v: [] for v in variants}
-    for r in range(rounds):
-        for v in variants if r % 2 == 0 else variants[::-1]:
-            run = []
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                cases[v].run()
-                run.append(time.perf_counter() - t0)
-            samples[v].append(run)
-        print(f"round {r + 1}/{rounds}: " + ", ".join(
-            f"{v} {statistics.median(samples[v][-1]) * 1e3:.1f} ms" for v in variants), flush=True)
+    blocks = paired.interleaved_rounds({v: cases[v].run for v in variants}, rounds, 0.0, min_steps=steps)
     wl = common.get_workload(workload)
     flops = wl.spec.flops(wl.input_shape, mode)
     out: dict[str, Any] = {}
-    first = [statistics.median(x) for x in samples[variants[0]]]
     for v in variants:
-        medians = [statistics.median(x) for x in samples[v]]
+        summary = paired.summarize(blocks[v])
         peak = cases[v].model.peak_gflops()["conv"]
         out[v] = {
-            "round_seconds": medians,
-            "step_samples": samples[v],
-            "step_seconds": statistics.median(medians),
-            "ratio_to_first": statistics.median(m / f for m, f in zip(medians, first)),
+            **summary,
+            "step_samples": [b["seconds"] for b in blocks[v]],
+            "vs_first": paired.compare(blocks, v, variants[0]),
             "peak_conv_gflops": peak,
-            "fraction_of_conv_peak": flops / statistics.median(medians) / 1e9 / peak,
+            "fraction_of_conv_peak": flops / summary["step_seconds"] / 1e9 / peak,
             "verify": cases[v].verify,
         }
     return out
@@ -154,12 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print(f"\n{args.workload} {args.mode} {args.dtype}: in one process, {args.rounds} interleaved rounds of "
               f"{args.steps} step(s); per-round median step time (ms)")
-        print(f"{'variant':<20} {'min':>8} {'median':>8} {'max':>8}  {'ratio to ' + variants[0]:>22}  "
-              f"{'frac conv peak':>14}")
+        print(f"{'variant':<20} {'min':>8} {'median':>8} {'max':>8}  {variants[0] + ' time / this [95% CI]':>34}  "
+              f"{'verdict':>20}  {'frac conv peak':>14}  busy rounds")
         for v, x in res.items():
             ms = [t * 1e3 for t in x["round_seconds"]]
-            print(f"{v:<20} {min(ms):8.1f} {statistics.median(ms):8.1f} {max(ms):8.1f}  {x['ratio_to_first']:22.3f}  "
-                  f"{x['fraction_of_conv_peak']:14.3f}")
+            c = x["vs_first"]
+            est = "n/a" if c["low"] is None else f"{c['ratio']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
+            print(f"{v:<20} {min(ms):8.1f} {statistics.median(ms):8.1f} {max(ms):8.1f}  {est:>34}  "
+                  f"{c['verdict'] if v != variants[0] else '':>20}  {x['fraction_of_conv_peak']:14.3f}  "
+                  f"{len(x['contaminated_rounds'])}")
         if args.json:
             common.write_json_atomic(args.json, {"workload": args.workload, "mode": args.mode, "dtype": args.dtype,
                                                  "in_process": True, "rounds": args.rounds, "steps": args.steps,

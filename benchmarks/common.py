@@ -56,7 +56,6 @@ import os
 import platform
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -65,16 +64,12 @@ from typing import Any
 import numpy as np
 
 from implementations import reference
+from implementations.fileio import atomic_open, write_json_atomic  # noqa: F401 - write_json_atomic re-exported
 from implementations.weights import Weights, init_weights
 from implementations.workloads import WORKLOADS as _WORKLOADS
-from implementations.workloads import Workload
+from implementations.workloads import Workload, get_workload  # noqa: F401 - the suite's registry, re-exported
 
 from . import contention, paired, threads
-
-try:  # asv's own skip exception (a NotImplementedError) lets a benchmark *method* skip, not only setup
-    from asv_runner.benchmarks.mark import SkipNotImplemented as Skip
-except ImportError:  # pragma: no cover - asv_runner is installed wherever asv runs
-    Skip = NotImplementedError  # type: ignore[assignment,misc]
 
 # ---------------------------------------------------------------------------------------------
 # The grid
@@ -389,10 +384,6 @@ def group_of(combo: Combo, profile: Profile) -> list[Combo]:
     fam = family(variant)
     members = {c for c in profile.combos if c[1:] == (workload, mode, dtype) and family(c[0]) == fam} | {combo}
     return sorted(members, key=lambda c: VARIANTS.index(c[0]))
-
-
-def get_workload(name: str) -> Workload:
-    return _WORKLOADS[name]
 
 
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -764,10 +755,8 @@ def reference_outputs(weights: Weights, x: np.ndarray, cache_dir: Path | None = 
     out = reference.forward(weights, x).outputs
     with contextlib.suppress(OSError):
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ref.", suffix=".npy", dir=folder)
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(path, "wb") as fh:
             np.save(fh, out, allow_pickle=False)
-        os.replace(tmp, path)
     return out
 
 
@@ -1029,37 +1018,6 @@ def _metrics(case: Case, summary: dict[str, Any], blocks: Sequence[dict[str, Any
 def metrics_path(cache_dir: str | os.PathLike, combo: Combo, kind: str = "metrics") -> Path:
     """Where :func:`cached_metrics` stores ``kind``'s measurements of ``combo`` in an asv run's directory."""
     return Path(cache_dir) / (kind + "__" + "__".join(combo) + ".json")
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON to ``path`` atomically: a temporary file in the same directory, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True, default=_json_default)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    return str(value)
 
 
 def cached_metrics(

@@ -78,6 +78,7 @@ def interleaved_rounds(
     rounds: int,
     block_seconds: float,
     *,
+    min_steps: int = 1,
     max_steps: int = 10_000,
     clock: Callable[[], float] = time.perf_counter,
     sample: Callable[[], contention.Snapshot] = contention.snapshot,
@@ -85,12 +86,13 @@ def interleaved_rounds(
 ) -> dict[str, list[dict[str, Any]]]:
     """Time every runner in ``rounds`` rounds; per round one block each, the order rotated by one every round.
 
-    A block runs synced steps until ``block_seconds`` have passed (at least one step, at most ``max_steps``) and
+    A block runs synced steps until ``block_seconds`` have passed (at least ``min_steps``, at most ``max_steps``) and
     records ``{"round", "seconds": [step times], "median", "usage": contention.usage(...)}``, plus ``faults``:
     the increase of ``counter()`` over the block (e.g. minor page faults; None without a counter or a count).
     ``clock`` and ``sample`` are injectable for tests."""
-    if rounds < 1 or block_seconds < 0:
-        raise ValueError(f"rounds >= 1 and block_seconds >= 0 expected, found {rounds} and {block_seconds}")
+    if rounds < 1 or block_seconds < 0 or min_steps < 1:
+        raise ValueError(f"rounds >= 1, block_seconds >= 0 and min_steps >= 1 expected, found {rounds}, "
+                         f"{block_seconds} and {min_steps}")
     names = list(runners)
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for r in range(rounds):
@@ -100,7 +102,7 @@ def interleaved_rounds(
             before, count0 = sample(), counter() if counter else None
             steps: list[float] = []
             start = clock()
-            while not steps or (clock() - start < block_seconds and len(steps) < max_steps):
+            while len(steps) < min_steps or (clock() - start < block_seconds and len(steps) < max_steps):
                 t0 = clock()
                 run()
                 steps.append(clock() - t0)

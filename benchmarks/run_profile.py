@@ -89,18 +89,17 @@ def results_file(machine: str, commit: str) -> Path | None:
 
 
 def load_results(path: Path) -> dict[str, dict[tuple[str, ...], Any]]:
-    """asv results JSON -> {benchmark name: {param tuple: value}} (NaN/None for skipped or failed)."""
+    """asv results JSON -> {benchmark name: {param tuple: value}} (NaN/None for skipped or failed), read by the
+    report's reader (:func:`reports.asv_data.read_result_file`)."""
     import itertools
 
-    data = json.loads(path.read_text())
-    columns = data.get("result_columns", [])
+    from reports import asv_data
+
     out: dict[str, dict[tuple[str, ...], Any]] = {}
-    for name, row in data.get("results", {}).items():
-        entry = dict(zip(columns, row))
-        values = entry.get("result") or []
-        params = entry.get("params") or []
+    for name, bench in asv_data.read_result_file(path)["benchmarks"].items():
+        params = bench["params"]
         keys = list(itertools.product(*params)) if params else [()]
-        out[name] = {tuple(p.strip("'") for p in key): v for key, v in zip(keys, values)}
+        out[name] = {tuple(asv_data.parse_param(p) for p in key): v for key, v in zip(keys, bench["result"])}
     return out
 
 

@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from implementations import fileio
+
 from . import common
 
 MIB = 1024 * 1024
@@ -194,7 +196,7 @@ def _child(variant: str, workload: str, dtype: str) -> None:
         result = measure_in_this_process(variant, workload, dtype)
     except NotImplementedError as exc:
         result = {"skip": str(exc)}
-    print(_RESULT_TAG + json.dumps(result, default=common._json_default), flush=True)
+    print(_RESULT_TAG + json.dumps(result, default=fileio.json_default), flush=True)
 
 
 def _mib(value: int | None) -> str:

@@ -635,7 +635,7 @@ def test_ab_in_process_on_tiny(tmp_path):
            f"{','.join(variants)!r}, '--in-process', '--rounds', '3', '--steps', '2', '--json', {str(out)!r}])"
     proc = _python(code)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-4000:]
-    assert "ratio to torch" in proc.stdout, proc.stdout
+    assert "torch time / this [95% CI]" in proc.stdout, proc.stdout
     data = json.loads(out.read_text())
     assert data["in_process"] and (data["rounds"], data["steps"]) == (3, 2), data
     results = data["results"]
@@ -644,10 +644,14 @@ def test_ab_in_process_on_tiny(tmp_path):
     for r in results.values():
         assert len(r["step_samples"]) == 3 and all(len(s) == 2 and min(s) > 0 for s in r["step_samples"]), r
         assert r["round_seconds"] == [statistics.median(s) for s in r["step_samples"]], r
-        ratios = sorted(m / f for m, f in zip(r["round_seconds"], first))
-        assert r["ratio_to_first"] == pytest.approx(ratios[1]), r
+        vs = r["vs_first"]
+        dropped = {x["round"] for v in (r, results["torch"]) for x in v["contaminated_rounds"]}
+        ratios = [f / m for i, (m, f) in enumerate(zip(r["round_seconds"], first)) if i not in dropped]
+        assert vs["round_ratios"] == pytest.approx(ratios) and vs["rounds_used"] == len(ratios), r
+        if len(ratios) >= 2:
+            assert vs["ratio"] == pytest.approx(statistics.geometric_mean(ratios)), r
         assert r["fraction_of_conv_peak"] > 0 and r["verify"]["max_abs_err"] <= r["verify"]["atol"], r
-    assert results["torch"]["ratio_to_first"] == 1.0
+    assert all(x == pytest.approx(1.0) for x in results["torch"]["vs_first"]["round_ratios"])
 
 
 @pytest.mark.parametrize("variants", [["torch", "jax"], ["keras-tf", "keras-jax"], ["keras-tf", "torch-fused"]])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import os
 import re
 import subprocess
 from collections.abc import Sequence
@@ -1245,14 +1244,10 @@ def build_report(
     **kwargs: Any,
 ) -> Path:
     """Render the report and write it atomically to ``output``; returns the path."""
-    from implementations.weights import atomic_write
+    from implementations.fileio import atomic_write
 
     text = render_report(results_dir, parity_dir, **kwargs).encode("utf-8")
-    out = atomic_write(output, lambda fh: fh.write(text))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(out, 0o666 & ~umask)  # mkstemp makes 0600; a report is meant to be read
-    return out
+    return atomic_write(output, lambda fh: fh.write(text))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
