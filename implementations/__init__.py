@@ -13,6 +13,8 @@ import importlib.util
 from typing import TYPE_CHECKING
 
 from .api import LossProbe
+from .model_spec import MODEL_PRESETS, ModelSpec, get_model_preset
+from .model_weights import ModelWeights, init_model_weights, load_model, save_model
 from .spec import LayerSpec, SpecError, StackSpec, stack_from_dict
 from .weights import WeightFileError, Weights, init_weights, load, random_weights, save
 
@@ -24,16 +26,23 @@ __all__ = [
     "FrameworkUnavailable",
     "LayerSpec",
     "LossProbe",
+    "MODEL_PRESETS",
+    "ModelSpec",
+    "ModelWeights",
     "SpecError",
     "StackSpec",
     "WeightFileError",
     "Weights",
     "available_frameworks",
+    "get_model_preset",
     "get_runner",
+    "init_model_weights",
     "init_weights",
     "load",
+    "load_model",
     "random_weights",
     "save",
+    "save_model",
     "stack_from_dict",
 ]
 

@@ -232,13 +232,29 @@ class LayerSpec:
 
 @dataclasses.dataclass(frozen=True)
 class StackSpec:
-    """A stack of ConvLSTM layers fed ``input_channels`` channels per frame."""
+    """A stack of ConvLSTM layers fed ``input_channels`` channels per frame.
+
+    ``no_input=True`` (keyword only; the forecaster of :mod:`implementations.model_spec`) makes the first layer
+    read no input at all: ``input_channels`` must then be 0, its gates are ``z_t = conv(h_{t-1}, R) + b`` and its
+    ``kernel`` is an empty ``(*k, 0, 4F)`` array. With the default ``no_input=False`` nothing changes (v1).
+    """
 
     input_channels: int
     layers: tuple[LayerSpec, ...]
+    no_input: bool = dataclasses.field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
-        if isinstance(self.input_channels, bool) or not isinstance(self.input_channels, (int, np.integer)) or (
+        if self.no_input is not False and self.no_input is not True:
+            raise SpecError(f"no_input: expected true/false, found {self.no_input!r}")
+        if self.no_input:
+            if isinstance(self.input_channels, bool) or not isinstance(self.input_channels, (int, np.integer)) or (
+                self.input_channels != 0
+            ):
+                raise SpecError(
+                    f"input_channels: expected 0 for a stack whose first layer reads no input (no_input=True), "
+                    f"found {self.input_channels!r}"
+                )
+        elif isinstance(self.input_channels, bool) or not isinstance(self.input_channels, (int, np.integer)) or (
             self.input_channels < 1
         ):
             raise SpecError(f"input_channels: expected a positive int, found {self.input_channels!r}")
@@ -276,7 +292,8 @@ class StackSpec:
         return {"input_channels": self.input_channels, "layers": [layer.to_meta() for layer in self.layers]}
 
     @classmethod
-    def from_meta(cls, meta: Mapping[str, Any]) -> StackSpec:
+    def from_meta(cls, meta: Mapping[str, Any], *, no_input: bool = False) -> StackSpec:
+        """The spec of a ``{"input_channels", "layers"}`` object; ``no_input`` as for the constructor."""
         if not isinstance(meta, Mapping):
             raise SpecError(f"spec: expected a JSON object, found {type(meta).__name__}")
         for key in ("input_channels", "layers"):
@@ -288,6 +305,7 @@ class StackSpec:
         return cls(
             input_channels=meta["input_channels"],
             layers=tuple(LayerSpec.from_meta(m, where=f"layers[{i}]") for i, m in enumerate(layers)),
+            no_input=no_input,
         )
 
     # -- sizes and costs ----------------------------------------------------------------------
@@ -325,6 +343,7 @@ class StackSpec:
         3 for c_t, 1 for h_t). Padding zeros are counted as work, as the kernels execute them.
         ``mode='train'`` is 3x the forward count (backward = 2x forward: gradients for the
         input and for the weights), the usual convention; the optimizer update is not counted.
+        A layer with no input (``no_input``, 0 input channels) has no input convolution and no sum of the two.
         """
         if mode not in ("forward", "train"):
             raise SpecError(f"mode: expected 'forward' or 'train', found {mode!r}")
@@ -335,7 +354,8 @@ class StackSpec:
             kvol = math.prod(layer.kernel_size)
             f = layer.filters
             conv = 2 * kvol * (self.layer_input_channels(i) + f) * 4 * f
-            elementwise = 4 * f + (4 * f if layer.use_bias else 0) + (6 * f if layer.peephole else 0) + 9 * f
+            summed = 4 * f if self.layer_input_channels(i) else 0  # conv(x) + conv(h); absent without input
+            elementwise = summed + (4 * f if layer.use_bias else 0) + (6 * f if layer.peephole else 0) + 9 * f
             total += b * t * positions * (conv + elementwise)
         return total * (3 if mode == "train" else 1)
 

@@ -21,13 +21,14 @@ expected and what was found. Saving is atomic (temp file in the same folder + ``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import math
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,22 +85,20 @@ class Weights:
         dtype = np.dtype(dtype)
         return Weights(self.spec, {k: v.astype(dtype) for k, v in self.arrays.items()}, dict(self.meta_extra))
 
-    def meta(self) -> dict[str, Any]:
-        """The JSON ``meta`` object of the file, unknown fields included."""
+    def stack_meta(self) -> dict[str, Any]:
+        """The ``{"input_channels", "layers"}`` part of ``meta`` (the v2 model file's ``encoder``/``forecaster``
+        object), unknown fields included."""
         top = dict(self.meta_extra.get("top", {}))
         layer_extra = list(self.meta_extra.get("layers", []))
         layers = []
         for i, layer in enumerate(self.spec.layers):
             extra = layer_extra[i] if i < len(layer_extra) else {}
             layers.append({**extra, **layer.to_meta()})
-        return {
-            **top,
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "gate_order": GATE_ORDER,
-            "input_channels": self.spec.input_channels,
-            "layers": layers,
-        }
+        return {**top, "input_channels": self.spec.input_channels, "layers": layers}
+
+    def meta(self) -> dict[str, Any]:
+        """The JSON ``meta`` object of the file, unknown fields included."""
+        return {**self.stack_meta(), "format": FORMAT_NAME, "version": FORMAT_VERSION, "gate_order": GATE_ORDER}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,27 +164,55 @@ def make_weights(spec: StackSpec, arrays: Mapping[str, Any], meta_extra: dict[st
     return Weights(spec, validate_arrays(spec, arrays), dict(meta_extra or {}))
 
 
-def parse_meta(meta: Any) -> tuple[StackSpec, dict[str, Any]]:
-    """Parse the ``meta`` JSON object into a spec and the unknown fields to keep."""
-    if not isinstance(meta, dict):
-        raise WeightFileError(f"meta: expected a JSON object, found {type(meta).__name__}")
-    for key, want in (("format", FORMAT_NAME), ("version", FORMAT_VERSION), ("gate_order", GATE_ORDER)):
+#: The version of the encoder-forecaster model file (:mod:`implementations.model_weights`), named in the error
+#: that :func:`load` gives for one.
+MODEL_FORMAT_VERSION = 2
+
+
+def check_meta_fields(meta: Mapping[str, Any], wants: Sequence[tuple[str, Any]]) -> None:
+    """Each ``(key, value)`` of ``wants`` must be in ``meta`` with exactly that value and type."""
+    for key, want in wants:
         if key not in meta:
             raise WeightFileError(f"meta: missing field '{key}' (expected {want!r})")
         found = meta[key]
         if found != want or type(found) is not type(want):
             raise WeightFileError(f"meta.{key}: expected {want!r}, found {found!r}")
+
+
+def parse_stack_meta(
+    meta: Any, where: str, known_top: frozenset[str] = frozenset(), *, no_input: bool = False
+) -> tuple[StackSpec, dict[str, Any]]:
+    """A ``{"input_channels", "layers"}`` JSON object -> (spec, unknown fields ``{"top": .., "layers": [..]}``).
+
+    ``where`` prefixes errors (``meta``, ``meta.encoder``); ``known_top`` are further top-level fields that are
+    not unknown; ``no_input`` as for :class:`~implementations.spec.StackSpec`.
+    """
     try:
-        spec = StackSpec.from_meta(meta)
+        spec = StackSpec.from_meta(meta, no_input=no_input)
     except SpecError as exc:
-        raise WeightFileError(f"meta: {exc}") from None
-    known_top = {"format", "version", "gate_order", "input_channels", "layers"}
+        raise WeightFileError(f"{where}: {exc}") from None
+    known = {"input_channels", "layers", *known_top}
     known_layer = set(spec.layers[0].to_meta())
     extra = {
-        "top": {k: v for k, v in meta.items() if k not in known_top},
+        "top": {k: v for k, v in meta.items() if k not in known},
         "layers": [{k: v for k, v in layer.items() if k not in known_layer} for layer in meta["layers"]],
     }
     return spec, extra
+
+
+def parse_meta(meta: Any) -> tuple[StackSpec, dict[str, Any]]:
+    """Parse the ``meta`` JSON object into a spec and the unknown fields to keep."""
+    if not isinstance(meta, dict):
+        raise WeightFileError(f"meta: expected a JSON object, found {type(meta).__name__}")
+    version = meta.get("version")
+    if meta.get("format") == FORMAT_NAME and type(version) is int and version == MODEL_FORMAT_VERSION:
+        raise WeightFileError(
+            f"meta.version: expected {FORMAT_VERSION!r}, found {version!r}: this is a version-2 file (the "
+            "encoder-forecaster model format), which implementations.load does not read; "
+            "load it with implementations.model_weights.load_model"
+        )
+    check_meta_fields(meta, (("format", FORMAT_NAME), ("version", FORMAT_VERSION), ("gate_order", GATE_ORDER)))
+    return parse_stack_meta(meta, "meta", frozenset({"format", "version", "gate_order"}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,9 +250,13 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def load(path: str | os.PathLike) -> Weights:
-    """Load and validate a weight file. Raises :class:`WeightFileError` on any problem."""
-    path = Path(path)
+@contextlib.contextmanager
+def open_npz(path: Path) -> Iterator[tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]]:
+    """Open a weight file as a zip and yield it with its entries by key (``.npy`` stripped).
+
+    Refuses a missing or unreadable file, duplicate entries and non-``.npy`` entries. Shared by :func:`load`
+    and :func:`implementations.model_weights.load_model`.
+    """
     if not path.is_file():
         raise WeightFileError(f"{path}: no such file")
     try:
@@ -241,53 +272,76 @@ def load(path: str | os.PathLike) -> Weights:
         bad_names = [n for n in names if not n.endswith(".npy")]
         if bad_names:
             raise WeightFileError(f"{path}: unexpected non-array entries {bad_names}: expected only .npy entries")
-        by_key = {n[:-4]: i for n, i in zip(names, infos)}
-        if "meta" not in by_key:
-            raise WeightFileError(f"{path}: missing key 'meta': expected the JSON metadata entry")
-        if by_key["meta"].file_size > MAX_META_BYTES:
+        yield zf, {n[:-4]: i for n, i in zip(names, infos)}
+
+
+def read_meta_entry(zf: zipfile.ZipFile, by_key: Mapping[str, zipfile.ZipInfo], path: Path) -> Any:
+    """The parsed JSON of the ``meta`` entry (any JSON value; the caller checks it is an object)."""
+    if "meta" not in by_key:
+        raise WeightFileError(f"{path}: missing key 'meta': expected the JSON metadata entry")
+    if by_key["meta"].file_size > MAX_META_BYTES:
+        raise WeightFileError(
+            f"{path}: entry 'meta' declares {by_key['meta'].file_size} bytes, expected at most {MAX_META_BYTES}"
+        )
+    meta_arr = _read_member(zf, by_key["meta"], path)
+    if meta_arr.shape != () or meta_arr.dtype.kind != "U":
+        raise WeightFileError(
+            f"{path}: meta: expected a 0-d unicode array, found dtype {meta_arr.dtype} shape {meta_arr.shape}"
+        )
+    try:
+        return json.loads(str(meta_arr), object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise WeightFileError(f"{path}: meta: expected JSON, found unparsable text ({exc})") from None
+    except RecursionError:
+        raise WeightFileError(f"{path}: meta: expected JSON, found nesting too deep to parse") from None
+    except WeightFileError as exc:
+        raise WeightFileError(f"{path}: {exc}") from None
+
+
+def read_entries(
+    zf: zipfile.ZipFile,
+    by_key: Mapping[str, zipfile.ZipInfo],
+    path: Path,
+    expected: Mapping[str, tuple[int, ...] | None],
+    described: str,
+) -> dict[str, np.ndarray]:
+    """Read exactly the array entries ``expected`` (key -> shape, None for a 'full' peephole of unknown size).
+
+    Missing and unexpected keys are refused (``described`` says what meta describes, e.g. ``"2 layer(s)"``), and
+    so is an entry that declares more bytes than its shape can need (zip bombs, garbage), before it is read.
+    """
+    keys = set(by_key) - {"meta"}
+    missing = sorted(set(expected) - keys)
+    unexpected = sorted(keys - set(expected))
+    if missing:
+        raise WeightFileError(f"{path}: missing key(s) {missing}: expected by meta ({described})")
+    if unexpected:
+        raise WeightFileError(f"{path}: unexpected key(s) {unexpected}: meta describes {described}")
+    arrays: dict[str, np.ndarray] = {}
+    for key, shape in expected.items():
+        info = by_key[key]
+        if shape is None:
+            limit = 8 * (1 << 26)  # a 'full' peephole: at most 64 Mi float64 values
+        else:
+            limit = 8 * math.prod(shape) + NPY_HEADER_SLACK
+        if info.file_size > limit:
             raise WeightFileError(
-                f"{path}: entry 'meta' declares {by_key['meta'].file_size} bytes, expected at most {MAX_META_BYTES}"
+                f"{path}: entry '{key}' declares {info.file_size} bytes, expected at most {limit} for its shape"
             )
-        meta_arr = _read_member(zf, by_key["meta"], path)
-        if meta_arr.shape != () or meta_arr.dtype.kind != "U":
-            raise WeightFileError(
-                f"{path}: meta: expected a 0-d unicode array, found dtype {meta_arr.dtype} shape {meta_arr.shape}"
-            )
-        try:
-            meta = json.loads(str(meta_arr), object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as exc:
-            raise WeightFileError(f"{path}: meta: expected JSON, found unparsable text ({exc})") from None
-        except RecursionError:
-            raise WeightFileError(f"{path}: meta: expected JSON, found nesting too deep to parse") from None
-        except WeightFileError as exc:
-            raise WeightFileError(f"{path}: {exc}") from None
+        arrays[key] = _read_member(zf, info, path)
+    return arrays
+
+
+def load(path: str | os.PathLike) -> Weights:
+    """Load and validate a weight file. Raises :class:`WeightFileError` on any problem."""
+    path = Path(path)
+    with open_npz(path) as (zf, by_key):
+        meta = read_meta_entry(zf, by_key, path)
         try:
             spec, extra = parse_meta(meta)
         except WeightFileError as exc:
             raise WeightFileError(f"{path}: {exc}") from None
-        expected = spec.weight_shapes()
-        keys = set(by_key) - {"meta"}
-        missing = sorted(set(expected) - keys)
-        unexpected = sorted(keys - set(expected))
-        if missing:
-            raise WeightFileError(f"{path}: missing key(s) {missing}: expected by meta ({len(spec.layers)} layer(s))")
-        if unexpected:
-            raise WeightFileError(
-                f"{path}: unexpected key(s) {unexpected}: meta describes {len(spec.layers)} layer(s)"
-            )
-        # Refuse entries that declare more data than the spec can need (zip bombs, garbage).
-        arrays: dict[str, np.ndarray] = {}
-        for key, shape in expected.items():
-            info = by_key[key]
-            if shape is None:
-                limit = 8 * (1 << 26)  # a 'full' peephole: at most 64 Mi float64 values
-            else:
-                limit = 8 * math.prod(shape) + NPY_HEADER_SLACK
-            if info.file_size > limit:
-                raise WeightFileError(
-                    f"{path}: entry '{key}' declares {info.file_size} bytes, expected at most {limit} for its shape"
-                )
-            arrays[key] = _read_member(zf, info, path)
+        arrays = read_entries(zf, by_key, path, spec.weight_shapes(), f"{len(spec.layers)} layer(s)")
     try:
         arrays = validate_arrays(spec, arrays)
     except WeightFileError as exc:
@@ -297,6 +351,11 @@ def load(path: str | os.PathLike) -> Weights:
 
 def save(path: str | os.PathLike, weights: Weights) -> Path:
     """Validate and write ``weights`` atomically to ``path`` (a ``.npz``)."""
+    if weights.spec.no_input:
+        raise WeightFileError(
+            "input_channels: expected >= 1 in a v1 file, found a stack whose first layer reads no input (a "
+            "forecaster); save the whole model with implementations.model_weights.save_model"
+        )
     arrays = validate_arrays(weights.spec, weights.arrays)
     meta = np.array(json.dumps(weights.meta(), sort_keys=True))
     payload = {"meta": meta, **arrays}
