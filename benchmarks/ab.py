@@ -3,11 +3,11 @@
     .venv/bin/python -m benchmarks.ab --workload radar --mode train --variants torch,torch-fused --rounds 3
     .venv/bin/python -m benchmarks.ab --workload radar --mode train --variants jax,flax-linen --in-process --rounds 8
 
-On a shared VM the speed of a whole process can shift (on the 2-vCPU development VM the same keras-tf-xla radar
-forward step took 127.6, 170.6 and 208.6 ms in three back-to-back processes, each within 4 % of itself), so one
-process per variant (what asv's Metrics does) can mislead. This runs every variant once per round, in a fresh
-process each time, rounds interleaved (A B C, A B C, ...), each process building, verifying and warming up the
-case exactly as the benchmarks do (:func:`common.prepare_case`) and then timing it (:func:`common.measure_case`).
+On a shared machine the speed of a whole process can shift (the same step, timed in back-to-back processes, can
+differ between the processes by far more than it varies within each of them), so one process per variant (what
+asv's Metrics does) can mislead. This runs every variant once per round, in a fresh process each time, rounds
+interleaved (A B C, A B C, ...), each process building, verifying and warming up the case exactly as the
+benchmarks do (:func:`benchmarks.cases.prepare_case`) and then timing it (:func:`benchmarks.measure.measure_case`).
 It prints, per variant, the per-process medians and their minimum and median, and writes the raw numbers as JSON
 (``--json``). Nothing here is an asv benchmark: it is a tool for questions such as "is ours slower than the peer".
 
@@ -31,22 +31,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import common, paired
+from implementations.fileio import write_json_atomic
+from implementations.workloads import get_workload
+
+from . import paired
+from .cases import prepare_case
+from .grid import WORKLOADS, Profile, active_profile, family, variant_list
+from .measure import measure_case
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def ab_profile() -> common.Profile:
+def ab_profile() -> Profile:
     """Every combination of the full profile, sampled with the budget of BENCH_TIMING (default: quick)."""
-    return common.active_profile({"BENCH_PROFILE": "full", "BENCH_TIMING": os.environ.get("BENCH_TIMING", "quick")})
+    return active_profile({"BENCH_PROFILE": "full", "BENCH_TIMING": os.environ.get("BENCH_TIMING", "quick")})
 
 
 def measure_once(variant: str, workload: str, mode: str, dtype: str) -> dict[str, Any]:
     """One fresh-process measurement (run in the child): step-time median and samples, conv-peak fraction, minor
     page faults per step."""
     profile = ab_profile()
-    case = common.prepare_case(variant, workload, mode, dtype, profile=profile, record=False)
-    m = common.measure_case(case, profile)
+    case = prepare_case(variant, workload, mode, dtype, profile=profile, record=False)
+    m = measure_case(case, profile)
     return {key: m[key] for key in ("step_seconds", "step_samples", "fraction_of_conv_peak", "peak_conv_gflops",
                                     "achieved_gflops", "first_call_seconds", "minor_faults_per_step")}
 
@@ -68,7 +74,7 @@ def check_in_process(variants: Sequence[str], rounds: int, steps: int) -> None:
     """ValueError unless ``variants`` are distinct, of one process family, and rounds and steps are >= 1."""
     if len(set(variants)) != len(variants):
         raise ValueError(f"--in-process needs distinct variants: found {list(variants)}")
-    families = {v: common.family(v) for v in variants}
+    families = {v: family(v) for v in variants}
     if len(set(families.values())) != 1:
         raise ValueError(
             "--in-process needs variants of one framework (one Keras backend): found "
@@ -90,9 +96,9 @@ def compare_in_process(
     when one of them is skipped (its framework missing)."""
     check_in_process(variants, rounds, steps)
     profile = ab_profile()
-    cases = {v: common.prepare_case(v, workload, mode, dtype, profile=profile, record=False) for v in variants}
+    cases = {v: prepare_case(v, workload, mode, dtype, profile=profile, record=False) for v in variants}
     blocks = paired.interleaved_rounds({v: cases[v].run for v in variants}, rounds, 0.0, min_steps=steps)
-    wl = common.get_workload(workload)
+    wl = get_workload(workload)
     flops = wl.spec.flops(wl.input_shape, mode)
     out: dict[str, Any] = {}
     for v in variants:
@@ -112,7 +118,7 @@ def compare_in_process(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", required=True, help="comma-separated, e.g. torch,torch-fused")
-    parser.add_argument("--workload", default="radar", choices=common.WORKLOADS)
+    parser.add_argument("--workload", default="radar", choices=WORKLOADS)
     parser.add_argument("--mode", default="forward", choices=("forward", "train"))
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--rounds", type=int, default=3,
@@ -122,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="time variants of one framework in this process, interleaved (see the module docstring)")
     parser.add_argument("--steps", type=int, default=3, help="with --in-process: steps per variant per round")
     args = parser.parse_args(argv)
-    variants = common.variant_list(args.variants, parser)
+    variants = variant_list(args.variants, parser)
     if args.in_process:
         try:
             check_in_process(variants, args.rounds, args.steps)
@@ -145,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{c['verdict'] if v != variants[0] else '':>20}  {x['fraction_of_conv_peak']:14.3f}  "
                   f"{len(x['contaminated_rounds'])}")
         if args.json:
-            common.write_json_atomic(args.json, {"workload": args.workload, "mode": args.mode, "dtype": args.dtype,
+            write_json_atomic(args.json, {"workload": args.workload, "mode": args.mode, "dtype": args.dtype,
                                                  "in_process": True, "rounds": args.rounds, "steps": args.steps,
                                                  "results": res})
         return 0
@@ -169,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{v:<16} {min(ms):8.1f} {statistics.median(ms):8.1f} {max(ms):8.1f}  {frac:24.3f}  "
               + ", ".join(f"{m:.1f}" for m in ms))
     if args.json:
-        common.write_json_atomic(args.json, {"workload": args.workload, "mode": args.mode, "dtype": args.dtype,
+        write_json_atomic(args.json, {"workload": args.workload, "mode": args.mode, "dtype": args.dtype,
                                              "runs": runs})
     return 0
 

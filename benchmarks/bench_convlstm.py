@@ -1,4 +1,4 @@
-"""The asv benchmarks: one class per concern, all over the grid of :mod:`benchmarks.common`.
+"""The asv benchmarks: one class per concern, all over the grid of :mod:`benchmarks.grid`.
 
 ``params = [variant, workload, mode, dtype]`` (fixed, whatever is installed). Combinations outside the active
 profile, unsupported by the variant, or whose framework is missing raise NotImplementedError in ``setup``
@@ -10,9 +10,28 @@ from __future__ import annotations
 import contextlib
 import os
 
-from . import common, contention, train_rss
+from implementations.workloads import get_workload
 
-_PROFILE = common.active_profile()
+from . import contention, train_rss
+from .cases import get_case
+from .environment import record_timestep_usage
+from .grid import (
+    DTYPES,
+    MODES,
+    PARAM_NAMES,
+    PARAMS,
+    VARIANTS,
+    WORKLOADS,
+    active_profile,
+    predicted_activation_bytes,
+    skip_reason,
+    spec_skip_reason,
+    variant_skip_reason,
+)
+from .measure import cached_metrics
+from .model import get_adapter
+
+_PROFILE = active_profile()
 
 
 def _skip_unless_in_profile(benchmark_class: str) -> None:
@@ -21,8 +40,8 @@ def _skip_unless_in_profile(benchmark_class: str) -> None:
 
 
 class _Grid:
-    params = common.PARAMS
-    param_names = common.PARAM_NAMES
+    params = PARAMS
+    param_names = PARAM_NAMES
     rounds = 1  # one process per combination and benchmark (asv < 0.5 called this `processes`)
     timeout = _PROFILE.timeout
 
@@ -38,7 +57,7 @@ class TimeStep(_Grid):
     timed call (CUDA synchronize / block_until_ready / host copy). Build, compile, verification against the
     float64 reference and warm-up happen in ``setup``.
 
-    asv re-runs ``setup`` before every sample; :func:`common.get_case` keeps the prepared case for the life of
+    asv re-runs ``setup`` before every sample; :func:`benchmarks.cases.get_case` keeps the prepared case for the life of
     the process, so only the first ``setup`` is expensive and the model keeps training across samples.
     """
 
@@ -48,7 +67,7 @@ class TimeStep(_Grid):
     warmup_time = 0.0  # warmed up in setup
 
     def setup(self, variant: str, workload: str, mode: str, dtype: str) -> None:
-        self.case = common.get_case((variant, workload, mode, dtype))
+        self.case = get_case((variant, workload, mode, dtype))
         # asv calls setup before every sample: the first call after preparing starts the contention reading
         if not hasattr(self, "_usage_start"):
             self._usage_start, self._samples = contention.snapshot(), 0
@@ -63,11 +82,11 @@ class TimeStep(_Grid):
         if start is not None:
             usage = contention.usage(start, contention.snapshot())
             with contextlib.suppress(OSError):
-                common.record_timestep_usage((variant, workload, mode, dtype), usage, self._samples)
+                record_timestep_usage((variant, workload, mode, dtype), usage, self._samples)
 
 
 # ---------------------------------------------------------------------------------------------
-# Derived metrics, measured once per combination and process (see common.cached_metrics)
+# Derived metrics, measured once per combination and process (see measure.cached_metrics)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -89,7 +108,7 @@ class Metrics(_Grid):
     setup_cache = _run_directory
 
     def setup(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> None:
-        self.m = common.cached_metrics(run_dir, (variant, workload, mode, dtype))
+        self.m = cached_metrics(run_dir, (variant, workload, mode, dtype))
 
     def track_first_call_seconds(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> float:
         """Seconds of the very first call on the benchmark input: tracing + compilation + one execution."""
@@ -155,7 +174,7 @@ class PageFaults(_Grid):
     setup_cache = _run_directory
 
     def setup(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> None:
-        self.m = common.cached_metrics(run_dir, (variant, workload, mode, dtype))
+        self.m = cached_metrics(run_dir, (variant, workload, mode, dtype))
         if self.m.get("minor_faults_per_step") is None:
             raise NotImplementedError("no minor page-fault count (getrusage) on this platform")
 
@@ -173,7 +192,7 @@ class DeviceMemory(_Grid):
     setup_cache = _run_directory
 
     def setup(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> None:
-        self.m = common.cached_metrics(run_dir, (variant, workload, mode, dtype))
+        self.m = cached_metrics(run_dir, (variant, workload, mode, dtype))
         if self.m["device_peak_bytes"] is None:
             raise NotImplementedError(f"no device allocator to read: {variant} runs on {self.m['device']}")
 
@@ -199,7 +218,7 @@ class PeakMemory(_Grid):
         _skip_unless_in_profile(type(self).__name__)
         # No warm-up: memory, not speed, is measured (the loss-decrease check of training runs in the
         # TimeStep and Metrics processes of the same combination).
-        self.case = common.get_case((variant, workload, mode, dtype), warmup_calls=0)
+        self.case = get_case((variant, workload, mode, dtype), warmup_calls=0)
 
     def peakmem_step(self, variant: str, workload: str, mode: str, dtype: str) -> None:
         self.case.run()
@@ -222,7 +241,7 @@ class TrainMemory(_Grid):
         if mode != "train":
             raise NotImplementedError("training memory is measured in mode 'train' only")
         combo = (variant, workload, mode, dtype)
-        reason = common.skip_reason(combo, _PROFILE)  # before starting a process for nothing
+        reason = skip_reason(combo, _PROFILE)  # before starting a process for nothing
         if reason:
             raise NotImplementedError(reason)
         timeout = max(60.0, 0.9 * _PROFILE.timeout)  # the child must finish inside asv's timeout of this setup
@@ -230,7 +249,7 @@ class TrainMemory(_Grid):
         def measure() -> dict:
             return train_rss.measure_or_raise(variant, workload, dtype, timeout, _PROFILE)
 
-        self.m = common.cached_metrics(run_dir, combo, measure=measure, kind="train_rss")
+        self.m = cached_metrics(run_dir, combo, measure=measure, kind="train_rss")
 
     def track_train_rss_increase_bytes(self, run_dir: str, variant: str, workload: str, mode: str, dtype: str) -> int:
         """Peak RSS over the first three training steps (compilation included) minus RSS after the build."""
@@ -257,17 +276,17 @@ class ImportBaseline:
     nothing else: the baseline to subtract from ``PeakMemory.peakmem_step``."""
 
     version = "convlstm-bench-import-baseline-1"
-    params = [list(common.VARIANTS)]
+    params = [list(VARIANTS)]
     param_names = ["variant"]
     rounds = 1
     timeout = 300.0
 
     def setup(self, variant: str) -> None:
         _skip_unless_in_profile(type(self).__name__)
-        reason = common.variant_skip_reason(variant)
+        reason = variant_skip_reason(variant)
         if reason:
             raise NotImplementedError(reason)
-        common.get_adapter(variant).import_framework(variant)
+        get_adapter(variant).import_framework(variant)
 
     def peakmem_import(self, variant: str) -> None:
         pass
@@ -283,17 +302,17 @@ class SpecActivation:
     ``StackSpec.activation_bytes(input_shape, itemsize)``: the yardstick for the device peak bytes."""
 
     version = "convlstm-bench-spec-activation-1"
-    params = [list(common.WORKLOADS), list(common.DTYPES)]
+    params = [list(WORKLOADS), list(DTYPES)]
     param_names = ["workload", "dtype"]
     rounds = 1
 
     def setup(self, workload: str, dtype: str) -> None:
-        reason = common.spec_skip_reason(workload=workload, dtype=dtype)
+        reason = spec_skip_reason(workload=workload, dtype=dtype)
         if reason:
             raise NotImplementedError(reason)
 
     def track_predicted_activation_bytes(self, workload: str, dtype: str) -> int:
-        return common.predicted_activation_bytes(workload, dtype)
+        return predicted_activation_bytes(workload, dtype)
 
     track_predicted_activation_bytes.unit = "bytes"
 
@@ -302,17 +321,17 @@ class SpecFlops:
     """FLOPs of one step by the spec's convention (``StackSpec.flops``; train = 3x forward), in GFLOP."""
 
     version = "convlstm-bench-spec-flops-1"
-    params = [list(common.WORKLOADS), list(common.MODES)]
+    params = [list(WORKLOADS), list(MODES)]
     param_names = ["workload", "mode"]
     rounds = 1
 
     def setup(self, workload: str, mode: str) -> None:
-        reason = common.spec_skip_reason(workload=workload, mode=mode)
+        reason = spec_skip_reason(workload=workload, mode=mode)
         if reason:
             raise NotImplementedError(reason)
 
     def track_spec_gflop(self, workload: str, mode: str) -> float:
-        wl = common.get_workload(workload)
+        wl = get_workload(workload)
         return wl.spec.flops(wl.input_shape, mode) / 1e9
 
     track_spec_gflop.unit = "GFLOP"

@@ -30,7 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import common
+from implementations.api import cpu_name
+from implementations.workloads import get_workload
+
+from .environment import update_environment_file, utc_now
+from .grid import VARIANTS, WORKLOADS, Profile, active_profile, asv_regexes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +43,7 @@ def machine_name() -> str:
     """``$BENCH_MACHINE``, else ``<cpu model>-<n>cpu[-<gpu names>]`` made filename-safe."""
     if os.environ.get("BENCH_MACHINE"):
         return os.environ["BENCH_MACHINE"]
-    parts = [common.cpu_name(), f"{os.cpu_count()}cpu"]
+    parts = [cpu_name(), f"{os.cpu_count()}cpu"]
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
@@ -65,7 +69,7 @@ def git_head(root: Path) -> str:
 
 
 def asv_run_command(
-    python: str, commit: str, machine: str, profile: common.Profile, extra: Sequence[str], only: str | None = None
+    python: str, commit: str, machine: str, profile: Profile, extra: Sequence[str], only: str | None = None
 ) -> list[str]:
     cmd = [
         python, "-m", "asv", "run",
@@ -76,7 +80,7 @@ def asv_run_command(
         "--launch-method", "spawn",
         "--show-stderr",
     ]  # fmt: skip
-    for regex in common.asv_regexes(profile, only):
+    for regex in asv_regexes(profile, only):
         cmd += ["--bench", regex]
     return cmd + list(extra)
 
@@ -149,7 +153,7 @@ def summary_table(results: dict[str, dict[tuple[str, ...], Any]]) -> str:
 
     rows = []
     def order(k: tuple[str, ...]) -> tuple[Any, ...]:
-        return (k[1], k[2], k[3], common.VARIANTS.index(k[0]) if k[0] in common.VARIANTS else 99)
+        return (k[1], k[2], k[3], VARIANTS.index(k[0]) if k[0] in VARIANTS else 99)
 
     for key in sorted(time_, key=order):
         t = num(time_[key])
@@ -158,7 +162,7 @@ def summary_table(results: dict[str, dict[tuple[str, ...], Any]]) -> str:
         b = num(base.get((key[0],)))
         r = num(rss.get(key))
         sq = num(seqs.get(key))
-        batch = common.get_workload(key[1]).batch if key[1] in common.WORKLOADS else None
+        batch = get_workload(key[1]).batch if key[1] in WORKLOADS else None
         rows.append(
             [
                 key[1], key[2], key[3], key[0],
@@ -216,7 +220,7 @@ def report_available(python: str) -> bool:
     """Whether the installed CLI has a ``report`` command (it belongs to the reports work, maybe not there yet)."""
     try:
         proc = subprocess.run(
-            [python, "-m", "implementations.cli", "report", "--help"], capture_output=True, text=True, timeout=120
+            [python, "-m", "convlstm_bench", "report", "--help"], capture_output=True, text=True, timeout=120
         )
     except (OSError, subprocess.SubprocessError):
         return False
@@ -232,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("asv_args", nargs="*", help="extra arguments for asv run (after --)")
     args = parser.parse_args(argv)
 
-    profile = common.active_profile()
+    profile = active_profile()
     python = sys.executable
     machine = args.machine or machine_name()
     commit = git_head(ROOT)
@@ -247,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     subprocess.run(machine_cmd, cwd=ROOT, env=env, check=True)
-    started, t0 = common.utc_now(), time.perf_counter()
+    started, t0 = utc_now(), time.perf_counter()
     log_path = ROOT / "reports" / "asv" / f"asv-run-{profile.name}.log"
     rc = run_logged(run_cmd, env, log_path)
     wall = time.perf_counter() - t0
@@ -258,13 +262,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "commit": commit,
             "machine": machine,
             "started_at": started,
-            "finished_at": common.utc_now(),
+            "finished_at": utc_now(),
             "wall_seconds": round(wall, 1),
             "asv_command": run_cmd,
             "returncode": rc,
         }
 
-    env_file = common.update_environment_file(update)
+    env_file = update_environment_file(update)
     found = results_file(machine, commit)
     print(f"\nasv run finished in {wall / 60:.1f} min (exit status {rc})")
     if found:
@@ -277,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("note: asv publish failed; the results JSON is still complete")
         if report_available(python):
             # The same arguments as the Makefile's `report` target.
-            report_cmd = [python, "-m", "implementations.cli", "report", "--results", "reports/asv/results",
+            report_cmd = [python, "-m", "convlstm_bench", "report", "--results", "reports/asv/results",
                           "--parity", "reports/parity", "-o", "reports/html/index.html"]  # fmt: skip
             print("building the report: convlstm-bench report")
             if subprocess.run(report_cmd, cwd=ROOT, env=env).returncode != 0:

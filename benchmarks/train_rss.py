@@ -37,15 +37,29 @@ from pathlib import Path
 from typing import Any
 
 from implementations import fileio
+from implementations.fileio import write_json_atomic
+from implementations.workloads import get_workload
 
-from . import common
+from .cases import case_data, case_weights, first_call, verify_case
+from .environment import repo_root
+from .grid import (
+    DTYPES,
+    WORKLOADS,
+    Combo,
+    Profile,
+    active_profile,
+    predicted_activation_bytes,
+    skip_reason,
+    variant_list,
+)
+from .model import get_adapter
 
 MIB = 1024 * 1024
 #: Steps measured by ``peak`` after the build: the first (compiling) one and this many more.
 EXTRA_STEPS = 2
 _RESULT_TAG = "TRAIN_RSS_RESULT "
 #: Every workload and variant may be measured (not only the quick profile's).
-_PROFILE = common.active_profile({"BENCH_PROFILE": "full", "BENCH_TIMING": "quick"})
+_PROFILE = active_profile({"BENCH_PROFILE": "full", "BENCH_TIMING": "quick"})
 
 
 def read_status_bytes(field: str) -> int | None:
@@ -98,30 +112,30 @@ def _malloc_trim() -> bool:
 def measure_in_this_process(variant: str, workload: str, dtype: str = "float32") -> dict[str, Any]:
     """The figures of the module docstring for ``variant`` in *this* process (call it in a fresh one), in bytes.
 
-    NotImplementedError when the combination is skipped; :class:`common.VerificationError` when the model's
+    NotImplementedError when the combination is skipped; :class:`benchmarks.cases.VerificationError` when the model's
     outputs are wrong (nothing is reported for a wrong model).
     """
-    combo: common.Combo = (variant, workload, "train", dtype)
-    reason = common.skip_reason(combo, _PROFILE)
+    combo: Combo = (variant, workload, "train", dtype)
+    reason = skip_reason(combo, _PROFILE)
     if reason:
         raise NotImplementedError(reason)
-    adapter = common.get_adapter(variant)
+    adapter = get_adapter(variant)
     try:
         adapter.import_framework(variant)
     except ImportError as exc:
         raise NotImplementedError(f"{variant}: framework import failed: {exc}") from exc
     out: dict[str, Any] = {"import": read_status_bytes("VmRSS")}
-    wl = common.get_workload(workload)
-    weights = common.case_weights(wl)
-    x, target = common.case_data(wl)
+    wl = get_workload(workload)
+    weights = case_weights(wl)
+    x, target = case_data(wl)
     try:
         model = adapter.build(wl, variant, dtype, weights, x, target)
-    except ImportError as exc:  # installed but broken: a skip, as in common.prepare_case
+    except ImportError as exc:  # installed but broken: a skip, as in cases.prepare_case
         raise NotImplementedError(f"{variant}: framework import failed: {exc}") from exc
     model.prepare("train")
     out["build"] = read_status_bytes("VmRSS")
     out["hwm_reset"] = reset_high_water_mark()
-    _, outputs, first_loss = common.first_call(model, "train")
+    _, outputs, first_loss = first_call(model, "train")
     for _ in range(EXTRA_STEPS):
         model.train_step()
         model.sync()
@@ -139,7 +153,7 @@ def measure_in_this_process(variant: str, workload: str, dtype: str = "float32")
     if _malloc_trim() and out["build"] is not None:
         after = read_status_bytes("VmRSS")
         out["held_after_trim"] = None if after is None else after - out["build"]
-    out["verify"] = common.verify_case(weights, x, target, outputs, first_loss, dtype)
+    out["verify"] = verify_case(weights, x, target, outputs, first_loss, dtype)
     if out["build"] is not None and out["peak"] is not None:
         out["increase"] = out["peak"] - out["build"]
     out["device"] = model.device
@@ -152,20 +166,20 @@ def measure(
     workload: str,
     dtype: str = "float32",
     timeout: float = 1800.0,
-    profile: common.Profile | None = None,
+    profile: Profile | None = None,
 ) -> dict[str, Any]:
     """:func:`measure_in_this_process` in a fresh interpreter: its dict, or one with ``"skip"`` or ``"error"``.
 
     ``profile``: the combination is skipped unless it is in this profile (default: every workload and variant).
     """
     base: dict[str, Any] = {"variant": variant, "workload": workload, "dtype": dtype}
-    reason = common.skip_reason((variant, workload, "train", dtype), _PROFILE if profile is None else profile)
+    reason = skip_reason((variant, workload, "train", dtype), _PROFILE if profile is None else profile)
     if reason:
         return base | {"skip": reason}
     code = f"from benchmarks import train_rss; train_rss._child({variant!r}, {workload!r}, {dtype!r})"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     try:
-        proc = subprocess.run([sys.executable, "-c", code], cwd=common.repo_root(), env=env, capture_output=True,
+        proc = subprocess.run([sys.executable, "-c", code], cwd=repo_root(), env=env, capture_output=True,
                               text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return base | {"error": f"no result within {timeout:.0f} s"}
@@ -177,7 +191,7 @@ def measure(
 
 
 def measure_or_raise(
-    variant: str, workload: str, dtype: str, timeout: float, profile: common.Profile
+    variant: str, workload: str, dtype: str, timeout: float, profile: Profile
 ) -> dict[str, Any]:
     """:func:`measure` for the asv ``TrainMemory`` benchmark: NotImplementedError for a skip (asv: n/a, also where
     ``/proc`` gives no RSS marks), RuntimeError naming the child's failure, else the figures in bytes."""
@@ -207,12 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.train_rss", description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", default="torch,torch-fused,keras-tf,keras-builtin,jax,flax-linen",
                         help="comma-separated")
-    parser.add_argument("--workload", default="radar", choices=common.WORKLOADS)
-    parser.add_argument("--dtype", default="float32", choices=common.DTYPES)
+    parser.add_argument("--workload", default="radar", choices=WORKLOADS)
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--json", type=Path, help="write the results here (atomically)")
     args = parser.parse_args(argv)
-    variants = common.variant_list(args.variants, parser)
-    spec = common.predicted_activation_bytes(args.workload, args.dtype)
+    variants = variant_list(args.variants, parser)
+    spec = predicted_activation_bytes(args.workload, args.dtype)
     print(f"{args.workload} train {args.dtype}: RSS in MiB, one fresh process per variant; "
           f"spec activations {spec / MIB:.0f} MiB")
     print(f"{'variant':<20} {'import':>7} {'build':>7} {'peak':>7} {'increase':>9} {'x spec':>7} {'warm step':>10} "
@@ -231,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{_mib(r['warm_step']):>10} {_mib(r['warm_step_over_build']):>16} {_mib(r['held_after_trim']):>16}",
               flush=True)
     if args.json:
-        common.write_json_atomic(args.json, {"workload": args.workload, "dtype": args.dtype, "spec_bytes": spec,
+        write_json_atomic(args.json, {"workload": args.workload, "dtype": args.dtype, "spec_bytes": spec,
                                              "results": results})
     return 0 if not any("error" in r for r in results) else 1
 

@@ -20,15 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import FRAMEWORKS, FrameworkUnavailable, get_runner
-from . import reference as ref
-from .api import DTYPES, ForwardResult, InputError
-from .fileio import atomic_write
-from .interop import FORMATS, convert
-from .spec import SpecError, stack_from_dict
-from .tolerances import compare, tolerance
-from .weights import WeightFileError, init_weights, load, save
-from .workloads import WORKLOADS
+from implementations import FRAMEWORKS, FrameworkUnavailable, get_runner
+from implementations import reference as ref
+from implementations.api import DTYPES, ForwardResult, InputError
+from implementations.fileio import atomic_write
+from implementations.interop import FORMATS, convert
+from implementations.spec import SpecError, stack_from_dict
+from implementations.tolerances import compare, tolerance
+from implementations.weights import WeightFileError, init_weights, load, save
+from implementations.workloads import WORKLOADS
+from reports import build as report_build
 
 USER_ERRORS = (WeightFileError, InputError, SpecError, FileNotFoundError, KeyError)
 
@@ -130,23 +131,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reports_module():
-    """The ``reports`` package (framework-free): installed with the project, or beside ``implementations`` in a
-    checkout whose editable install predates it."""
-    try:
-        from reports import build
-    except ImportError:
-        root = Path(__file__).resolve().parent.parent
-        if not (root / "reports" / "build.py").is_file():
-            raise CliError("the reports package is not installed (pip install -e . from the repository)") from None
-        sys.path.insert(0, str(root))
-        from reports import build
-    return build
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    build = _reports_module()
-    out = build.build_report(args.results, args.parity, args.output, env_file=args.environment,
+    out = report_build.build_report(args.results, args.parity, args.output, env_file=args.environment,
                              machine=args.machine)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB): open it in a browser (self-contained, works offline)")
     return 0
@@ -194,12 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("report", help="build the self-contained HTML report from asv results and parity records")
-    p.add_argument("--results", default="reports/asv/results", help="asv results directory (default: %(default)s)")
-    p.add_argument("--parity", default="reports/parity", help="parity records directory (default: %(default)s)")
-    p.add_argument("--environment", help="benchmark environment JSON (default: <results>/../environment.json)")
-    p.add_argument("--machine", help="asv machine to report (default: the one with the newest results)")
-    p.add_argument("-o", "--output", default="reports/html/index.html", help="HTML file, written atomically "
-                   "(default: %(default)s)")
+    report_build.add_arguments(p)
     p.set_defaults(func=cmd_report)
     return parser
 

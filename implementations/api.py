@@ -1,13 +1,18 @@
 """The common surface every implementation offers, and the checks done once at its boundary.
 
-Each framework module (``torch_impl``, ``keras_impl``, ``jax_impl``) defines ``Runner``, a
-subclass of :class:`Runner` built from canonical :class:`~implementations.weights.Weights`:
+Each framework package (``torch_impl``, ``keras_impl``, ``jax_impl``: ``model.py`` the native model, ``loop.py`` the
+fast time loop and its gradient, ``runner.py`` the runner and the framework's devices and precision) defines
+``Runner``, a subclass of :class:`Runner` built from canonical :class:`~implementations.weights.Weights`:
 
 * ``forward(x, initial_state=None, return_sequences=True, go_backwards=False) -> ForwardResult``
 * ``value_and_grad(x, probe, initial_state=None, go_backwards=False) -> GradResult``: ``probe`` a
   :class:`LossProbe` or a NumPy array of the output sequence's shape (see :func:`check_probe`)
 * ``export_weights() -> Weights``
-* ``device`` (a string such as ``"cpu"`` or ``"cuda:0"``)
+* ``device``: ``"cpu"`` or ``"gpu:N"`` in every framework; ``versions()``
+
+The checks of inputs, initial states and probes happen here, once; each framework implements only the hooks
+(``_forward``, ``_value_and_grad``, ``device_candidate``, ``framework_versions``). To add a framework: copy one
+package's three modules, implement those hooks, and add it to ``implementations.FRAMEWORKS``.
 
 Data at the boundary is NumPy, channels-last: inputs ``(B, T, *S, C)``, outputs
 ``(B, T, *S', F)`` (or ``(B, *S', F)`` without ``return_sequences``), states ``(B, *S', F)``.
@@ -15,8 +20,9 @@ Data at the boundary is NumPy, channels-last: inputs ``(B, T, *S, C)``, outputs
 
 from __future__ import annotations
 
+import abc
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -232,8 +238,102 @@ def select_output(sequence: np.ndarray, return_sequences: bool) -> np.ndarray:
     return sequence if return_sequences else sequence[:, -1]
 
 
-class Runner:
-    """Base class of the per-framework runners (see the module docstring for the contract)."""
+def probe_loss(outputs: Any, hs: Sequence[Any], cs: Sequence[Any], gy: Any, gh: Sequence[Any], gc: Sequence[Any],
+               reduce_sum: Callable[[Any], Any]) -> Any:
+    """The probe's scalar loss in any array library: ``sum(outputs * gy) + sum_i sum(h_i * gh_i) + sum_i sum(c_i *
+    gc_i)``; ``reduce_sum`` is that library's full reduction (``torch.sum``, ``jnp.sum``, ``keras.ops.sum``,
+    ``np.sum``), so each framework differentiates the same expression."""
+    loss = reduce_sum(outputs * gy)
+    for value, cotangent in zip(hs, gh):
+        loss = loss + reduce_sum(value * cotangent)
+    for value, cotangent in zip(cs, gc):
+        loss = loss + reduce_sum(value * cotangent)
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceCandidate:
+    """A device a framework offers: ``kind`` ``cpu`` or ``gpu``, its ``index`` among devices of that kind, a human
+    ``name`` (CPU model or GPU name) and the framework's own ``handle`` (a torch device, a jax Device, a TF device
+    string)."""
+
+    kind: str
+    index: int
+    name: str
+    handle: Any = None
+
+    @property
+    def id(self) -> str:
+        """The one device-name format of the project: ``cpu`` or ``gpu:N``, whatever the framework calls it."""
+        return "cpu" if self.kind == "cpu" else f"gpu:{self.index}"
+
+
+#: Environment variable forcing the device choice of :func:`choose_device`: ``cpu`` or ``gpu``.
+DEVICE_ENV = "BENCH_DEVICE"
+
+
+def choose_device(candidates: Sequence[DeviceCandidate], requested: str | None = None) -> DeviceCandidate:
+    """The device to run on: the first GPU the framework offers, else its first CPU.
+
+    ``requested``: ``None`` (that default), ``"cpu"``, ``"gpu"``/``"cuda"`` (the first GPU; NotImplementedError
+    without one, so a benchmark is skipped rather than silently run on the CPU), or ``"gpu:N"``/``"cuda:N"``
+    (that GPU). ValueError for anything else."""
+    req = (requested or "").strip().lower() or None
+    gpus = [c for c in candidates if c.kind == "gpu"]
+    cpus = [c for c in candidates if c.kind == "cpu"]
+    if req is None:
+        if gpus or cpus:
+            return (gpus or cpus)[0]
+        raise NotImplementedError("the framework offers no device")
+    kind, _, index = req.replace("cuda", "gpu").partition(":")
+    if kind not in ("cpu", "gpu") or (index and not index.isdigit()):
+        raise ValueError(f"device {requested!r}: expected 'cpu', 'gpu' or 'gpu:N'")
+    pool = cpus if kind == "cpu" else gpus
+    if not pool:
+        raise NotImplementedError(f"device {requested!r} requested but the framework offers no {kind.upper()}")
+    if index:
+        found = [c for c in pool if c.index == int(index)]
+        if not found:
+            raise NotImplementedError(f"device {requested!r}: the framework offers {[c.id for c in pool]}")
+        return found[0]
+    return pool[0]
+
+
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo on Linux), else ``platform.processor()``."""
+    import contextlib
+    import platform
+    from pathlib import Path
+
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner: checks and conversions here, the computation in each framework's subclass
+# ---------------------------------------------------------------------------------------------
+
+
+class Runner(abc.ABC):
+    """Base class of the per-framework runners.
+
+    The public methods check their inputs here, once for every framework (:func:`check_input`,
+    :func:`check_initial_state`, :func:`check_probe`), then call the framework's hooks with checked NumPy arrays in
+    the runner's dtype:
+
+    * ``_forward(x, init, go_backwards) -> (sequence (B, T, *S', F), [h_i], [c_i])`` as NumPy;
+    * ``_value_and_grad(x, init, probe, go_backwards) -> (loss, {canonical key: gradient, "input": ...})``, the
+      loss being :func:`probe_loss` of the framework's own tensors;
+    * ``export_weights()``, ``device_candidate`` (the device in use), ``framework_versions()``.
+    """
 
     framework: str = "?"
 
@@ -242,9 +342,43 @@ class Runner:
         self.dtype = check_dtype(dtype)
         self.requested_device = device
 
+    # --- the framework's part -----------------------------------------------------------------------------
     @property
-    def device(self) -> str:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def device_candidate(self) -> DeviceCandidate:
+        """The device this runner computes on."""
+
+    @abc.abstractmethod
+    def _forward(
+        self, x: np.ndarray, init: list[tuple[np.ndarray, np.ndarray]] | None, go_backwards: bool
+    ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """The whole output sequence and every layer's final (h, c), NumPy in the runner's dtype."""
+
+    @abc.abstractmethod
+    def _value_and_grad(
+        self, x: np.ndarray, init: list[tuple[np.ndarray, np.ndarray]] | None, probe: LossProbe, go_backwards: bool
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """The probe's loss and its gradient with respect to every canonical weight and ``"input"``."""
+
+    @abc.abstractmethod
+    def export_weights(self) -> Weights:
+        """The runner's weights as canonical :class:`Weights` (same dtype)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def framework_versions(cls) -> dict[str, str]:
+        """Versions of the framework's packages (no device query)."""
+
+    # --- common to every framework ------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """``cpu`` or ``gpu:N``, the same format for every framework."""
+        return self.device_candidate.id
+
+    def versions(self) -> dict[str, str]:
+        """Package versions, the device in use and its name (what parity records and the CLI print)."""
+        return {"numpy": np.__version__, **self.framework_versions(), "device": self.device,
+                "device_name": self.device_candidate.name}
 
     def forward(
         self,
@@ -253,8 +387,13 @@ class Runner:
         initial_state: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
         return_sequences: bool = True,
         go_backwards: bool = False,
-    ) -> ForwardResult:  # pragma: no cover - overridden
-        raise NotImplementedError
+    ) -> ForwardResult:
+        """``x``: ``(B, T, *S, C)``. Outputs ``(B, T, *S', F)`` (``(B, *S', F)`` without ``return_sequences``) and
+        final states ``(B, *S'_i, F_i)``, NumPy in the runner dtype."""
+        x, states = check_input(self.weights, x, self.dtype)
+        init = check_initial_state(self.weights, initial_state, x.shape[0], states, self.dtype)
+        seq, hs, cs = self._forward(x, init, go_backwards)
+        return ForwardResult(select_output(seq, return_sequences), list(hs), list(cs))
 
     def value_and_grad(
         self,
@@ -263,8 +402,11 @@ class Runner:
         *,
         initial_state: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
         go_backwards: bool = False,
-    ) -> GradResult:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def export_weights(self) -> Weights:  # pragma: no cover - overridden
-        raise NotImplementedError
+    ) -> GradResult:
+        """The probe's loss (:class:`LossProbe` or an output-cotangent array, :func:`check_probe`) and its gradients
+        with respect to every canonical weight and the input (key ``"input"``)."""
+        x, states = check_input(self.weights, x, self.dtype)
+        init = check_initial_state(self.weights, initial_state, x.shape[0], states, self.dtype)
+        checked = check_probe(self.weights.spec, probe, x.shape, self.dtype)
+        loss, grads = self._value_and_grad(x, init, checked, go_backwards)
+        return GradResult(float(loss), grads)

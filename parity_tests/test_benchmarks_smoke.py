@@ -23,10 +23,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import cases, common, grid  # noqa: E402
 from benchmarks.adapters import jax as jax_adapter  # noqa: E402
 from benchmarks.adapters import keras as keras_adapter  # noqa: E402
 from benchmarks.adapters import torch as torch_adapter  # noqa: E402
+from implementations import api  # noqa: E402
 
 FRAMEWORK_MODULES = ("torch", "tensorflow", "jax", "keras", "flax", "optax")
 EXPECTED_BENCHMARKS = {
@@ -218,25 +219,35 @@ def test_asv_regexes_select_exactly_the_profile(name):
 
 
 def test_choose_device():
-    cpu = common.DeviceCandidate("cpu", "cpu", "Some CPU")
-    gpu0 = common.DeviceCandidate("gpu", "cuda:0", "Fake H100")
-    gpu1 = common.DeviceCandidate("gpu", "cuda:1", "Fake H100")
-    assert common.choose_device([cpu]) is cpu
-    assert common.choose_device([gpu0, gpu1, cpu]) is gpu0
-    assert common.choose_device([cpu, gpu1]) is gpu1  # a GPU wins wherever the framework lists it
-    assert common.choose_device([gpu0, cpu], "cpu") is cpu
-    assert common.choose_device([gpu0, cpu], "GPU") is gpu0
+    """One device choice for the implementations and the benchmarks (``implementations.api.choose_device``): the first
+    GPU the framework offers wherever it lists it, else the CPU; ``cpu``/``gpu``/``gpu:N`` (``cuda`` too) forced;
+    one device-name format (``cpu``, ``gpu:N``) whatever the framework calls it."""
+    cpu = api.DeviceCandidate("cpu", 0, "Some CPU")
+    gpu0 = api.DeviceCandidate("gpu", 0, "Fake H100")
+    gpu1 = api.DeviceCandidate("gpu", 1, "Fake H100")
+    assert api.choose_device([cpu]) is cpu
+    assert api.choose_device([gpu0, gpu1, cpu]) is gpu0
+    assert api.choose_device([cpu, gpu1]) is gpu1  # a GPU wins wherever the framework lists it
+    assert api.choose_device([gpu0, cpu], "cpu") is cpu
+    assert api.choose_device([gpu0, cpu], "GPU") is gpu0
+    assert api.choose_device([gpu0, gpu1, cpu], "cuda:1") is gpu1
+    assert (cpu.id, gpu1.id) == ("cpu", "gpu:1")
     with pytest.raises(NotImplementedError, match="no GPU"):
-        common.choose_device([cpu], "gpu")
-    with pytest.raises(ValueError, match="BENCH_DEVICE"):
-        common.choose_device([cpu], "tpu7")
+        api.choose_device([cpu], "gpu")
+    with pytest.raises(NotImplementedError, match="gpu:3"):
+        api.choose_device([gpu0, cpu], "gpu:3")
+    with pytest.raises(ValueError, match="expected 'cpu', 'gpu' or 'gpu:N'"):
+        api.choose_device([cpu], "tpu7")
 
 
 def _fake_torch(n_gpus: int) -> types.SimpleNamespace:
     cuda = types.SimpleNamespace(
         is_available=lambda: n_gpus > 0, device_count=lambda: n_gpus, get_device_name=lambda i: f"Fake GPU {i}"
     )
-    return types.SimpleNamespace(cuda=cuda)
+    def device(kind: str, index: int | None = None) -> str:
+        return kind if index is None else f"{kind}:{index}"
+
+    return types.SimpleNamespace(cuda=cuda, device=device)
 
 
 class _FakeJaxDevice:
@@ -268,23 +279,20 @@ def _fake_tf(gpus: int) -> types.SimpleNamespace:
 @pytest.mark.parametrize("gpus", [0, 2])
 def test_adapters_pick_the_gpu_when_present(gpus):
     picks = {
-        "torch": common.choose_device(torch_adapter.device_candidates(_fake_torch(gpus))),
-        "jax": common.choose_device(jax_adapter.device_candidates(_fake_jax(gpus))),
-        "keras-tf": common.choose_device(keras_adapter.device_candidates("tensorflow", _fake_tf(gpus))),
-        "keras-jax": common.choose_device(keras_adapter.device_candidates("jax", _fake_jax(gpus))),
-        "keras-torch": common.choose_device(keras_adapter.device_candidates("torch", _fake_torch(gpus))),
+        "torch": api.choose_device(torch_adapter.device_candidates(_fake_torch(gpus))),
+        "jax": api.choose_device(jax_adapter.device_candidates(_fake_jax(gpus))),
+        "keras-tf": api.choose_device(keras_adapter.device_candidates("tensorflow", _fake_tf(gpus))),
+        "keras-jax": api.choose_device(keras_adapter.device_candidates("jax", _fake_jax(gpus))),
+        "keras-torch": api.choose_device(keras_adapter.device_candidates("torch", _fake_torch(gpus))),
     }
-    want = {
-        "torch": ("cuda:0", "Fake GPU 0") if gpus else ("cpu", common.cpu_name()),
-        "jax": ("gpu:0", "Fake H100") if gpus else ("cpu:0", common.cpu_name()),
-        "keras-tf": ("gpu:0", "Fake A100") if gpus else ("cpu:0", common.cpu_name()),
-        "keras-jax": ("gpu:0", "Fake H100") if gpus else ("cpu:0", common.cpu_name()),
-        # Not "cpu:0": keras 3.15's torch backend makes non-leaf variables under keras.device("cpu:0").
-        "keras-torch": ("cuda:0", "Fake GPU 0") if gpus else ("cpu", common.cpu_name()),
-    }
+    name = {"torch": "Fake GPU 0", "jax": "Fake H100", "keras-tf": "Fake A100", "keras-jax": "Fake H100",
+            "keras-torch": "Fake GPU 0"}
     for key, choice in picks.items():
-        assert (choice.id, choice.name) == want[key], key
+        # one name format for every framework: gpu:N or cpu
+        assert (choice.id, choice.name) == (("gpu:0", name[key]) if gpus else ("cpu", api.cpu_name())), key
         assert choice.kind == ("gpu" if gpus else "cpu")
+    # the handle is what the framework itself takes; not "cpu:0" for Keras on torch (non-leaf variables)
+    assert picks["keras-torch"].handle == ("cuda:0" if gpus else "cpu")
 
 
 @pytest.mark.parametrize("gpus", [0, 1])
@@ -297,13 +305,14 @@ def test_torch_gpu_settings_are_benchmark_only(gpus, monkeypatch):
         cudnn=types.SimpleNamespace(benchmark=False, allow_tf32=True),
         cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(allow_tf32=True)),
     )
-    choice = torch_adapter._select(fake)
+    choice = torch_adapter.choose(fake)
     assert choice.kind == ("gpu" if gpus else "cpu")
     assert fake.backends.cudnn.benchmark is bool(gpus)
-    assert fake.backends.cudnn.allow_tf32 is not bool(gpus) and fake.backends.cuda.matmul.allow_tf32 is not bool(gpus)
+    # full fp32 comes from the implementation's precision() context around each call, not process-wide flags
+    assert fake.backends.cudnn.allow_tf32 is True and fake.backends.cuda.matmul.allow_tf32 is True
     assert torch_adapter.compile_mode("cuda") == "reduce-overhead"
     assert torch_adapter.compile_mode("cpu") is None
-    source = (ROOT / "implementations" / "torch_impl.py").read_text()
+    source = "".join(p.read_text() for p in (ROOT / "implementations" / "torch_impl").glob("*.py"))
     assert "cudnn.benchmark" not in source and "reduce-overhead" not in source
 
 
@@ -358,7 +367,7 @@ def test_import_failure_at_build_is_a_skip(monkeypatch):
         def build(*args, **kwargs):
             raise ImportError("libcudart.so.12: cannot open shared object file")
 
-    monkeypatch.setattr(common, "get_adapter", lambda variant: Broken)
+    monkeypatch.setattr(cases, "get_adapter", lambda variant: Broken)
     quick = common.active_profile({"BENCH_PROFILE": "quick"})
     with pytest.raises(NotImplementedError, match="import failed"):
         common.prepare_case("torch", "tiny", "forward", "float32", profile=quick, record=False)
@@ -552,7 +561,7 @@ def test_train_memory_benchmark_reports_a_failed_child(tmp_path, monkeypatch):
         return {"variant": variant, "error": "exit status 1: VerificationError: outputs differ"}
 
     monkeypatch.setattr(train_rss, "measure", failing)
-    monkeypatch.setattr(common, "missing_packages", lambda variant: [])
+    monkeypatch.setattr(grid, "missing_packages", lambda variant: [])
     for _ in range(2):
         with pytest.raises(RuntimeError, match="VerificationError: outputs differ"):
             bench_convlstm.TrainMemory().setup(str(tmp_path), "torch", "tiny", "train", "float32")

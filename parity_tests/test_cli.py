@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import implementations
-from implementations import cli, reference
+from convlstm_bench import cli
+from implementations import reference
 from implementations.tolerances import Tolerance
 
 from .conftest import FRAMEWORKS, runner_class
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def cli_command() -> list[str]:
     script = Path(sys.executable).with_name("convlstm-bench")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "implementations.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "convlstm_bench"]
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -98,7 +98,7 @@ def test_gate_reordering_is_an_exact_permutation(order):
 
 def test_importing_the_converters_imports_no_framework():
     code = (
-        "import sys, implementations.interop, implementations.cli; "
+        "import sys, implementations.interop, convlstm_bench.cli; "
         "bad = [m for m in ('torch', 'keras', 'jax', 'flax', 'tensorflow', 'h5py') if m in sys.modules]; "
         "sys.exit(f'imported {bad}' if bad else 0)"
     )

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from implementations import cli, interop, reference
+from convlstm_bench import cli
+from implementations import interop, reference
 from implementations.spec import LayerSpec, StackSpec
 from implementations.tolerances import tolerance
 from implementations.weights import load, make_weights, random_weights, save

@@ -14,7 +14,8 @@ import pickle
 import numpy as np
 import pytest
 
-from implementations import cli, interop
+from convlstm_bench import cli
+from implementations import interop
 from implementations.spec import LayerSpec, StackSpec
 from implementations.tolerances import tolerance
 from implementations.weights import load, random_weights, save

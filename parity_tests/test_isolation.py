@@ -37,7 +37,8 @@ def test_core_imports_and_runs_without_any_framework():
         """
         import numpy as np
         import implementations
-        from implementations import cli, reference, tolerances, workloads, api, weights, spec
+        from convlstm_bench import cli
+        from implementations import reference, tolerances, workloads, api, weights, spec
         w = implementations.init_weights(workloads.WORKLOADS["tiny"].spec, seed=0)
         out = reference.forward(w, workloads.WORKLOADS["tiny"].make_input())
         assert out.outputs.shape == (2, 3, 8, 8, 4)
@@ -61,7 +62,7 @@ def test_cli_reports_missing_framework_cleanly(tmp_path):
     proc = run_blocked(
         f"""
         import numpy as np
-        from implementations import cli
+        from convlstm_bench import cli
         assert cli.main(["init", "--preset", "tiny", "--seed", "0", "-o", r"{tmp_path}/w.npz"]) == 0
         np.save(r"{tmp_path}/x.npy", np.zeros((1, 2, 8, 8, 2), np.float32))
         rc = cli.main(["run", "--framework", "torch", "--weights", r"{tmp_path}/w.npz",

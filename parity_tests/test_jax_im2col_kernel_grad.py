@@ -3,7 +3,7 @@
 With ``backward_chunk`` resolved to an int (the CPU default), ``jax_impl.conv_nd`` computes the kernel gradient of a
 2-D 3x3 stride-1 convolution with >= ``IM2COL_MIN_IN_CHANNELS`` input and >= ``IM2COL_MIN_OUT_CHANNELS`` output
 channels from stacked shifted views of its input and one ``dot_general`` per ``IM2COL_FRAMES`` frames (a
-``jax.custom_vjp``; see the module docstring of ``implementations.jax_impl``). The parity grid's layers are too
+``jax.custom_vjp``; see the docstring of ``implementations.jax_impl.loop``). The parity grid's layers are too
 narrow to take that path, so here: the convolution alone against ``lax`` autodiff in float64 (dilation, asymmetric
 and 'valid' padding, frame counts that do not divide into chunks), float32 within its tolerance, the rule itself,
 and a two-layer runner whose every convolution takes the path, element-wise against plain autodiff

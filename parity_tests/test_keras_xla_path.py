@@ -1,5 +1,5 @@
 """Keras on TF under XLA (``jit_compile=True``): the layer splits its steps with slices there and with
-``unstack`` elsewhere (:func:`implementations.keras_impl._split_steps`). Both forms must give the same
+``unstack`` elsewhere (:func:`implementations.keras_impl.loop._split_steps`). Both forms must give the same
 values and gradients as the float64 reference, and the XLA detection must see XLA where it is."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ SINGLE_CHANNEL = {
 @pytest.mark.parametrize("name", sorted(SINGLE_CHANNEL))
 def test_single_channel_input_conv_as_matmul_under_xla(tf, name, monkeypatch):
     """Under XLA a one-channel input conv is one matrix product of shifted views
-    (:func:`implementations.keras_impl._conv_as_matmul`): in float64 its forward must match the reference and its
+    (:func:`implementations.keras_impl.loop._conv_as_matmul`): in float64 its forward must match the reference and its
     gradients those of the plain convolution (graph mode), over strides, dilation, 'valid' and ranks 1 and 3."""
     from implementations import keras_impl
 
@@ -108,7 +108,7 @@ def test_single_channel_input_conv_as_matmul_under_xla(tf, name, monkeypatch):
     layer.build(x64.shape)
     layer.set_canonical_weights(weights.arrays)
     calls = []
-    real = keras_impl._conv_as_matmul
-    monkeypatch.setattr(keras_impl, "_conv_as_matmul", lambda *a: calls.append(1) or real(*a))
+    real = keras_impl.loop._conv_as_matmul
+    monkeypatch.setattr(keras_impl.loop, "_conv_as_matmul", lambda *a: calls.append(1) or real(*a))  # where it is used
     _check_xla_against_graph(tf, layer, tf.constant(x64), reference.forward(weights, x64).outputs, "float64")
     assert len(calls) == 1, f"the single-channel input conv took the matmul path {len(calls)} times (XLA only: 1)"

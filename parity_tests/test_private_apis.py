@@ -6,7 +6,7 @@ upgrade that drops one would then only make a path slower, silently. These tests
 * torch: ``torch._C._autograd._get_current_graph_task_keep_graph``, behind ``torch_impl._keeps_graph`` (does the
   running backward keep its graph? then the hand-written loop backward must not overwrite its saved gates);
 * TensorFlow: ``tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext``, behind
-  ``keras_impl._tf_traced_by_xla`` (is this graph compiled by XLA? then the layer takes its XLA forms).
+  ``keras_impl.loop._tf_traced_by_xla`` (is this graph compiled by XLA? then the layer takes its XLA forms).
 """
 
 from __future__ import annotations

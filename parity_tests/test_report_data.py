@@ -7,6 +7,7 @@ direct JSON parser is checked against asv's loader on them, and asv's own ``--be
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import math
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from implementations import cli
+from convlstm_bench import cli
 from reports import asv_data, build, parity_data, render, sample
 
 asv = pytest.importorskip("asv", reason="asv is not installed (the bench extra)")
@@ -427,6 +428,27 @@ def test_cli_report(tmp_path, fixture_root, capsys):
                    str(fixture_root / "parity"), "-o", str(out)])
     assert rc == 0 and out.is_file() and "wrote" in capsys.readouterr().out
     assert_self_contained(out.read_text())
+
+
+def _declared(parser) -> list[tuple]:
+    """(option strings, dest, default, help, required) of every option but --help."""
+    return [(tuple(a.option_strings), a.dest, a.default, a.help, a.required) for a in parser._actions
+            if not isinstance(a, argparse._HelpAction)]
+
+
+def test_add_arguments_declares_the_cli_report_options(tmp_path, fixture_root, capsys):
+    parser = argparse.ArgumentParser()
+    build.add_arguments(parser)
+    declared = _declared(parser)
+    assert [(d[0], d[2]) for d in declared] == [
+        (("--results",), "reports/asv/results"), (("--parity",), "reports/parity"), (("--environment",), None),
+        (("--machine",), None), (("-o", "--output"), "reports/html/index.html")]
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert declared == _declared(sub.choices["report"])
+    out = tmp_path / "index.html"
+    args = parser.parse_args(["--results", str(fixture_root / "asv" / "results"), "--parity",
+                              str(fixture_root / "parity"), "-o", str(out)])
+    assert build.run(args) == 0 and out.is_file() and "wrote" in capsys.readouterr().out
 
 
 def test_readme_results_table_from_the_paired_comparisons(environment, tmp_path):

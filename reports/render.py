@@ -6,6 +6,7 @@ CSV downloads are built in the browser from JSON embedded in the page (``Blob`` 
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -256,9 +257,8 @@ def bar_chart(
     vmax = ticks[-1] or 1.0
     nchars = int(plot_w / 6.4)
 
-    def x(v: float) -> float:
-        return label_w + plot_w * max(0.0, min(v, vmax)) / vmax
-
+    geom = _BarGeometry(label_w, plot_w, bar_h, vmax, nchars, fmt)
+    x = geom.x
     out = [f'<svg class="chart bar" viewBox="0 0 {width} {height}" width="100%" role="img" '
            f'aria-label="{esc(title)}" xmlns="http://www.w3.org/2000/svg">',
            f'<text class="ctitle" x="{pad}" y="20">{esc(title)}</text>']
@@ -289,37 +289,58 @@ def bar_chart(
                        f'x="{label_w + 6}" y="{y0 + hh / 2 + 4:.1f}">n/a — {esc(_shorten(reason, nchars))}</text></g>')
             continue
         for j, b in enumerate(c["bars"]):
-            by = y0 + j * (bar_h + 3)
             color = measures[j].get("color") if nm > 1 else ROLE_COLORS.get(role, ROLE_COLORS[""])
-            if not _finite(b.get("value")):
-                reason = b.get("na") or "no result"
-                out.append(f'<g class="nabar"><title>{esc(c["label"])} · {esc(measures[j]["name"])}: n/a — '
-                           f'{esc(reason)}</title><rect class="naslot" x="{label_w}" y="{by}" width="{plot_w}" '
-                           f'height="{bar_h}"/><text class="natext" x="{label_w + 6}" y="{by + bar_h - 4}">'
-                           f'n/a — {esc(_shorten(reason, nchars))}</text></g>')
-                continue
-            w = max(1.0, x(b["value"]) - label_w)
-            tip = b.get("tip") or f"{c['label']} · {measures[j]['name']}: {fmt(b['value'])}"
-            out.append(f'<g class="bar"><title>{esc(tip)}</title><rect x="{label_w}" y="{by}" width="{w:.1f}" '
-                       f'height="{bar_h}" rx="2" fill="{color}"/>')
-            cy = by + bar_h / 2
-            if _finite(b.get("ci_lo")) or _finite(b.get("ci_hi")):
-                lo = b.get("ci_lo") if _finite(b.get("ci_lo")) else b["value"]
-                hi = b.get("ci_hi") if _finite(b.get("ci_hi")) else vmax
-                out.append(f'<line class="ci" x1="{x(lo):.1f}" x2="{x(hi):.1f}" y1="{cy:.1f}" y2="{cy:.1f}"/>')
-            if _finite(b.get("lo")) and _finite(b.get("hi")):
-                x1, x2 = x(b["lo"]), x(b["hi"])
-                out.append(f'<path class="iqr" d="M{x1:.1f},{cy - 4:.1f}v8M{x1:.1f},{cy:.1f}H{x2:.1f}'
-                           f'M{x2:.1f},{cy - 4:.1f}v8"/>')
-            vx = max(x(b["value"]), x(b["hi"]) if _finite(b.get("hi")) else 0)
-            out.append(f'<text class="vlabel" x="{vx + 5:.1f}" y="{by + bar_h - 3}">{esc(fmt(b["value"]))}'
-                       f'{esc(b.get("suffix", ""))}</text></g>')
+            out.append(_bar_svg(geom, b, f"{c['label']} · {measures[j]['name']}", color, y0 + j * (bar_h + 3)))
     for v, label in ref_lines:
         if _finite(v):
             out.append(f'<g class="ref"><title>{esc(label)}: {esc(fmt(v))}</title><line x1="{x(v):.1f}" '
                        f'x2="{x(v):.1f}" y1="{top - 6}" y2="{y_axis}"/><text x="{x(v) + 3:.1f}" y="{top - 7}">'
                        f'{esc(_shorten(label, 40))}</text></g>')
     out.append("</svg>")
+    return "".join(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class _BarGeometry:
+    """Where the bars of one chart go: the plot's left edge and width, a bar's height, the axis maximum."""
+
+    label_w: float
+    plot_w: float
+    bar_h: int
+    vmax: float
+    nchars: int  # characters of an n/a reason that fit in the plot
+    fmt: Callable[[Any], str]
+
+    def x(self, v: float) -> float:
+        return self.label_w + self.plot_w * max(0.0, min(v, self.vmax)) / self.vmax
+
+
+def _bar_svg(g: _BarGeometry, b: dict[str, Any], name: str, color: str, by: float) -> str:
+    """One bar at height ``by``: value, 99 % CI line, interquartile whisker and value label, or an n/a slot with
+    its reason. ``name`` (category · measure) heads the tooltip."""
+    label_w, bar_h, x = g.label_w, g.bar_h, g.x
+    if not _finite(b.get("value")):
+        reason = b.get("na") or "no result"
+        return (f'<g class="nabar"><title>{esc(name)}: n/a — '
+                f'{esc(reason)}</title><rect class="naslot" x="{label_w}" y="{by}" width="{g.plot_w}" '
+                f'height="{bar_h}"/><text class="natext" x="{label_w + 6}" y="{by + bar_h - 4}">'
+                f'n/a — {esc(_shorten(reason, g.nchars))}</text></g>')
+    w = max(1.0, x(b["value"]) - label_w)
+    tip = b.get("tip") or f"{name}: {g.fmt(b['value'])}"
+    out = [f'<g class="bar"><title>{esc(tip)}</title><rect x="{label_w}" y="{by}" width="{w:.1f}" '
+           f'height="{bar_h}" rx="2" fill="{color}"/>']
+    cy = by + bar_h / 2
+    if _finite(b.get("ci_lo")) or _finite(b.get("ci_hi")):
+        lo = b.get("ci_lo") if _finite(b.get("ci_lo")) else b["value"]
+        hi = b.get("ci_hi") if _finite(b.get("ci_hi")) else g.vmax
+        out.append(f'<line class="ci" x1="{x(lo):.1f}" x2="{x(hi):.1f}" y1="{cy:.1f}" y2="{cy:.1f}"/>')
+    if _finite(b.get("lo")) and _finite(b.get("hi")):
+        x1, x2 = x(b["lo"]), x(b["hi"])
+        out.append(f'<path class="iqr" d="M{x1:.1f},{cy - 4:.1f}v8M{x1:.1f},{cy:.1f}H{x2:.1f}'
+                   f'M{x2:.1f},{cy - 4:.1f}v8"/>')
+    vx = max(x(b["value"]), x(b["hi"]) if _finite(b.get("hi")) else 0)
+    out.append(f'<text class="vlabel" x="{vx + 5:.1f}" y="{by + bar_h - 3}">{esc(g.fmt(b["value"]))}'
+               f'{esc(b.get("suffix", ""))}</text></g>')
     return "".join(out)
 
 

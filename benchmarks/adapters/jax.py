@@ -1,17 +1,21 @@
 """JAX adapter: ``jax`` / ``jax-scan`` (our functional core, time loop fully unrolled / a rolled lax.scan) and the
-flax.linen peers ``flax-linen`` / ``flax-linen-scan`` (``nn.RNN(nn.ConvLSTMCell)`` per layer, unroll=T / flax's
-default unroll=1), fed our weights through :func:`implementations.interop.to_flax`.
+flax.linen peers ``flax-linen`` / ``flax-linen-scan`` (:mod:`benchmarks.peers.flax_linen`).
 
 Everything is jit-compiled; the training step (MSE, ``jax.value_and_grad``, optax SGD) is built once by
-:func:`make_train_step` for all four. float32 convolutions use ``Precision.HIGHEST`` (no TF32 on GPUs).
+:func:`make_train_step` for all four. Devices, precision and versions come from the implementation's backend
+(:mod:`implementations.jax_impl.runner`), the device choice from :func:`implementations.api.choose_device` with the
+``$BENCH_DEVICE`` override.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import numpy as np
+
+from implementations import api
 
 from .. import common
 
@@ -24,23 +28,20 @@ def import_framework(variant: str) -> Any:
     import jax
     import optax  # noqa: F401
 
-    common.choose_device(device_candidates(jax), common.device_override())
+    choose(jax)
     return jax
 
 
-def device_candidates(jax: Any) -> list[common.DeviceCandidate]:
-    """Every device JAX sees: accelerators (cuda/rocm/tpu as 'gpu') first, then the CPU."""
-    out = []
-    for dev in jax.devices():
-        if dev.platform != "cpu":
-            out.append(common.DeviceCandidate("gpu", f"{dev.platform}:{dev.id}", str(dev.device_kind), dev))
-    try:
-        cpus = jax.devices("cpu")
-    except RuntimeError:
-        cpus = []
-    for dev in cpus[:1]:
-        out.append(common.DeviceCandidate("cpu", f"cpu:{dev.id}", common.cpu_name(), dev))
-    return out
+def device_candidates(jax: Any) -> list[api.DeviceCandidate]:
+    """Every device JAX offers, accelerators first (:func:`implementations.jax_impl.runner.devices`)."""
+    from implementations.jax_impl import runner
+
+    return runner.devices(jax)
+
+
+def choose(jax: Any) -> api.DeviceCandidate:
+    """The benchmark's device: :func:`implementations.api.choose_device`, overridden by ``$BENCH_DEVICE``."""
+    return api.choose_device(device_candidates(jax), os.environ.get(api.DEVICE_ENV) or None)
 
 
 def make_train_step(apply: Any, optimizer: Any, *, donate: bool) -> Any:
@@ -65,26 +66,6 @@ def make_train_step(apply: Any, optimizer: Any, *, donate: bool) -> Any:
     return jax.jit(step, donate_argnums=(0, 1) if donate else ())
 
 
-def linen_stack(spec: Any, unroll: int, dtype: Any) -> Any:
-    """A flax.linen module: one ``nn.RNN(nn.ConvLSTMCell(F_i, k_i), unroll=unroll)`` per layer (params
-    ``layers_{i}/cell/{ih,hh}``, the tree interop.to_flax writes). Input (B, T, *S, C)."""
-    import flax.linen as nn
-
-    class Stack(nn.Module):
-        def setup(self) -> None:
-            self.layers = [
-                nn.RNN(nn.ConvLSTMCell(layer.filters, tuple(layer.kernel_size), dtype=dtype), unroll=unroll)
-                for layer in spec.layers
-            ]
-
-        def __call__(self, x: Any) -> Any:
-            for layer in self.layers:
-                x = layer(x)
-            return x
-
-    return Stack()
-
-
 class JaxModel(common.Model):
     framework = "jax"
 
@@ -100,12 +81,12 @@ class JaxModel(common.Model):
         self.jax = jax
         self.variant = variant
         self.dtype = dtype
-        choice = common.choose_device(device_candidates(jax), common.device_override())
+        choice = choose(jax)
         self._dev = choice.handle
         self.device, self.device_kind, self.device_name = choice.id, choice.kind, choice.name
         jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[dtype]
         self._jdtype = jdtype
-        self.precision = "highest" if dtype == "float32" else "default"
+        self.precision = jax_impl.resolve_precision(dtype)
         spec = weights.spec
         steps = workload.steps
         if variant in ("jax", "jax-scan"):
@@ -116,21 +97,14 @@ class JaxModel(common.Model):
             params = jax_impl.params_from_weights(weights, jdtype)
             apply = functools.partial(self._apply_ours, spec, self.unroll, self.precision, self.backward_chunk)
         else:
-            from implementations.interop import to_flax
+            from ..peers import flax_linen
 
             self.unroll = steps if variant == "flax-linen" else 1
             self.backward_chunk = None
-            module = linen_stack(spec, self.unroll, jdtype)
-            params = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=jdtype), to_flax(weights)["params"])
-            # The tree must be exactly what flax itself creates for this module.
-            shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, *x.shape[1:]), jdtype))
-            want = jax.tree_util.tree_map(lambda a: a.shape, shapes["params"])
-            got = jax.tree_util.tree_map(lambda a: a.shape, params)
-            if want != got:
-                raise common.VerificationError(f"interop.to_flax tree {got} differs from the module's {want}")
-
-            def apply(p: Any, inp: Any) -> Any:
-                return module.apply({"params": p}, inp)
+            try:  # the tree must be exactly what flax itself creates for this module
+                apply, params = flax_linen.build(weights, self.unroll, jdtype, x.shape)
+            except ValueError as exc:
+                raise common.VerificationError(str(exc)) from None
 
         self.params = jax.device_put(params, self._dev)
         self.x = jax.device_put(jnp.asarray(x, dtype=jdtype), self._dev)
@@ -154,7 +128,7 @@ class JaxModel(common.Model):
 
     def _precision_scope(self) -> Any:
         # The flax peers' convs take jax's default precision: pin it like ours (no TF32 for float32 on GPUs).
-        return self.jax.default_matmul_precision("highest" if self.dtype == "float32" else "default")
+        return self.jax.default_matmul_precision(self.precision)
 
     def forward(self) -> None:
         with self._precision_scope():
@@ -201,17 +175,12 @@ class JaxModel(common.Model):
         return peak_gflops(self.jax, self._dev, self._jdtype, self.device_kind, self.workload_probe)
 
     def versions(self) -> dict[str, str]:
-        import flax
-        import jaxlib
         import optax
 
-        return {
-            "jax": self.jax.__version__,
-            "jaxlib": jaxlib.__version__,
-            "flax": flax.__version__,
-            "optax": optax.__version__,
-            "backend": self.jax.default_backend(),
-        }
+        from implementations import jax_impl
+
+        return {**jax_impl.Runner.framework_versions(), "optax": optax.__version__,
+                "backend": self.jax.default_backend()}
 
     def options(self) -> dict[str, Any]:
         return {
@@ -230,8 +199,10 @@ def peak_gflops(jax: Any, device: Any, jdtype: Any, device_kind: str, probe: com
     import jax.numpy as jnp
     from jax import lax
 
+    from implementations import jax_impl
+
     n = common.matmul_size(device_kind)
-    precision = lax.Precision.HIGHEST if jdtype == jnp.float32 else None
+    precision = jax_impl.model.lax_precision(jax_impl.resolve_precision(np.dtype(jdtype).name))
     rng = np.random.default_rng(0)
     a = jax.device_put(jnp.asarray(rng.standard_normal((n, n)), jdtype), device)
     b = jax.device_put(jnp.asarray(rng.standard_normal((n, n)), jdtype), device)

@@ -1,10 +1,14 @@
 """Keras 3 adapter: our ``ConvLSTMStack`` on TensorFlow (``keras-tf``: ``jit_compile=False``, a tf.function graph;
 ``keras-tf-xla``: ``jit_compile=True``), on JAX (``keras-jax``) and on torch (``keras-torch``, eager), and the peer
-``keras-builtin`` (a ``keras.layers.ConvLSTM2D`` stack from :func:`implementations.interop.to_keras`, with Keras'
-default ``jit_compile="auto"``, which resolves to XLA on TensorFlow).
+``keras-builtin`` (a ``keras.layers.ConvLSTM2D`` stack, :mod:`benchmarks.peers.keras_builtin`, with Keras' default
+``jit_compile="auto"``, which resolves to XLA on TensorFlow).
 
 One train-step builder for all of them: Keras' own ``model.compile(optimizer=SGD, loss="mse", jit_compile=...)``
 and ``train_on_batch``; inference is ``predict_on_batch``. Both return host NumPy values, which is the sync.
+Devices, precision and versions come from the implementation (:mod:`implementations.keras_impl.runner`): the
+device list of :func:`~implementations.keras_impl.runner.devices` chosen by
+:func:`implementations.api.choose_device` (override: ``$BENCH_DEVICE``), float32 in full fp32 on a GPU inside
+:func:`~implementations.keras_impl.runner.precision` (as in the parity tests).
 
 The backend is chosen by setting ``KERAS_BACKEND`` before keras is first imported; that works because asv
 runs every benchmark (every parameter combination) in a fresh process. :func:`import_keras` refuses to run
@@ -13,12 +17,15 @@ when keras is already loaded with another backend, so a shared process can never
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 from typing import Any
 
 import numpy as np
+
+from implementations import api
 
 from .. import common, threads
 
@@ -65,52 +72,22 @@ def import_framework(variant: str) -> Any:
     """Import what ``variant`` needs (the import-only memory baseline) and select its device."""
     backend = BACKENDS[variant][0]
     keras = import_keras(backend)
-    common.choose_device(device_candidates(backend, importlib.import_module(backend)), common.device_override())
+    choose(backend)
     return keras
 
 
-def device_candidates(backend: str, module: Any) -> list[common.DeviceCandidate]:
-    """Devices of the Keras backend, as Keras device names (``gpu:N``, ``cpu:0``); handle = backend device."""
-    if backend == "tensorflow":
-        tf = module
-        out = []
-        physical = tf.config.list_physical_devices("GPU")
-        for i, _logical in enumerate(tf.config.list_logical_devices("GPU")):
-            name = f"GPU:{i}"
-            if i < len(physical):
-                details = tf.config.experimental.get_device_details(physical[i]) or {}
-                name = str(details.get("device_name", name))
-            out.append(common.DeviceCandidate("gpu", f"gpu:{i}", name, f"GPU:{i}"))
-        out.append(common.DeviceCandidate("cpu", "cpu:0", common.cpu_name(), "CPU:0"))
-        return out
-    if backend == "jax":
-        from . import jax as jax_adapter
+def device_candidates(backend: str, module: Any) -> list[api.DeviceCandidate]:
+    """The devices of the Keras ``backend`` (``module``: the imported backend), GPUs first:
+    :func:`implementations.keras_impl.runner.devices`; each handle is what ``keras.device`` takes."""
+    from implementations.keras_impl import runner
 
-        found = jax_adapter.device_candidates(module)
-        gpus = [c for c in found if c.kind == "gpu"]
-        cpus = [c for c in found if c.kind == "cpu"]
-        return [common.DeviceCandidate("gpu", f"gpu:{i}", c.name, c.handle) for i, c in enumerate(gpus)] + [
-            common.DeviceCandidate("cpu", "cpu:0", c.name, c.handle) for c in cpus
-        ]
-    if backend == "torch":
-        from . import torch as torch_adapter
-
-        # Keras ids "cuda:N" / "cpu", not "cpu:0": keras 3.15's torch backend creates variables as
-        # Parameter(...).to(device), and .to("cpu:0") returns a non-leaf copy, so train_on_batch then fails
-        # with "No gradients provided for any variable".
-        return list(torch_adapter.device_candidates(module))
-    raise NotImplementedError(f"Keras backend {backend!r} is not benchmarked")
+    return runner.devices(backend, module)
 
 
-def _full_fp32(backend: str, module: Any) -> None:
-    """float32 on a GPU in full fp32 (TF32 off) for every backend, as in the parity tests."""
-    if backend == "tensorflow":
-        module.config.experimental.enable_tensor_float_32_execution(False)
-    elif backend == "jax":
-        module.config.update("jax_default_matmul_precision", "highest")
-    elif backend == "torch":
-        module.backends.cudnn.allow_tf32 = False
-        module.backends.cuda.matmul.allow_tf32 = False
+def choose(backend: str) -> api.DeviceCandidate:
+    """The device to benchmark on: the first GPU, else the CPU, unless ``$BENCH_DEVICE`` says otherwise."""
+    candidates = device_candidates(backend, importlib.import_module(backend))
+    return api.choose_device(candidates, os.environ.get(api.DEVICE_ENV))
 
 
 class KerasModel(common.Model):
@@ -137,20 +114,23 @@ class KerasModel(common.Model):
         keras = import_keras(backend)
         self.keras = keras
         self.backend = importlib.import_module(backend)
-        choice = common.choose_device(device_candidates(backend, self.backend), common.device_override())
+        from implementations.keras_impl import ConvLSTMStack, Runner, precision
+
+        choice = choose(backend)
         self.device, self.device_kind, self.device_name = choice.id, choice.kind, choice.name
         self._handle = choice.handle
-        if choice.kind == "gpu" and dtype == "float32":
-            _full_fp32(backend, self.backend)
+        self._versions = Runner.framework_versions()
+        # float32 in full fp32 on a GPU (the parity setting); the half-precision policies keep the backend's default
+        self._precision = (
+            (lambda: precision(choice, allow_tf32=False)) if dtype == "float32" else contextlib.nullcontext
+        )
         spec = weights.spec
-        with keras.device(self.device):
+        with self._scope():
             if variant == "keras-builtin":
-                from implementations.interop import to_keras
+                from ..peers import keras_builtin
 
-                model = to_keras(weights, workload.input_shape[2:-1], return_sequences=True)
+                model = keras_builtin.build(weights, workload.input_shape[2:-1])
             else:
-                from implementations.keras_impl import ConvLSTMStack
-
                 inputs = keras.Input(shape=tuple(x.shape[1:]), batch_size=x.shape[0], dtype="float32")
                 layer = ConvLSTMStack(
                     spec,
@@ -171,12 +151,19 @@ class KerasModel(common.Model):
         self._loss: Any = None
         self.workload_probe = common.conv_probe(workload, self.device_kind)
 
+    def _scope(self) -> contextlib.ExitStack:
+        """The chosen device and the precision of every call."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.keras.device(self._handle))
+        stack.enter_context(self._precision())
+        return stack
+
     def forward(self) -> None:
-        with self.keras.device(self.device):
+        with self._scope():
             self._out = self.model.predict_on_batch(self.x)
 
     def train_step(self) -> None:
-        with self.keras.device(self.device):
+        with self._scope():
             self._loss = self.model.train_on_batch(self.x, self.y)
 
     def sync(self) -> None:
@@ -203,6 +190,10 @@ class KerasModel(common.Model):
         return int(self.backend.cuda.max_memory_allocated(self._handle))
 
     def peak_gflops(self) -> dict[str, float]:
+        with self._precision():  # the peaks at the precision the model runs at
+            return self._peak_gflops()
+
+    def _peak_gflops(self) -> dict[str, float]:
         probe = self.workload_probe
         if self.backend_name == "tensorflow":
             jit = bool(self.jit_compile)
@@ -220,7 +211,7 @@ class KerasModel(common.Model):
         )
 
     def versions(self) -> dict[str, str]:
-        return {"keras": self.keras.__version__, self.backend_name: str(self.backend.__version__)}
+        return dict(self._versions)
 
     def options(self) -> dict[str, Any]:
         return {

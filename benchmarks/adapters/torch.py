@@ -1,27 +1,33 @@
-"""PyTorch adapter: ``torch`` (our module, eager), ``torch-compile`` (the same under torch.compile) and
-``torch-fused`` (a fused-conv peer module defined here, loaded with :func:`implementations.interop.to_torch_fused`)
-and ``torch-fused-compile`` (that peer under torch.compile).
+"""PyTorch adapter: ``torch`` (our module, eager), ``torch-compile`` (the same under torch.compile), ``torch-fused``
+(the fused-conv peer module of :mod:`benchmarks.peers.torch_fused`, loaded with
+:func:`implementations.interop.to_torch_fused`) and ``torch-fused-compile`` (that peer under torch.compile).
 
-Data are channels-first inside (inputs (B, T, C, *S), outputs (B, T, F, *S')), converted once in ``build``.
-float32 convolutions and matmuls run in full fp32 on CUDA (TF32 off), as in the parity tests.
+Data are channels-first inside (inputs (B, T, C, *S), outputs (B, T, F, *S')), converted once in ``build``. Devices,
+precision and versions come from the implementation's backend (:mod:`implementations.torch_impl.runner`), the device
+choice from :func:`implementations.api.choose_device` with the ``$BENCH_DEVICE`` override. Every call runs inside
+:func:`implementations.torch_impl.runner.precision`: float32 convolutions and matmuls in full fp32 on CUDA (no TF32),
+as in the parity tests, without touching the process-wide settings between calls.
 
 On a CUDA device two settings differ from the CPU, both benchmark-only (the parity tests run the implementation
-modules directly, with PyTorch's defaults):
+directly, with PyTorch's defaults):
 
 - cuDNN autotuning (``torch.backends.cudnn.benchmark = True``): each convolution shape's fastest algorithm is
   picked on its first call, i.e. during the first call and the warm-up, outside the timed region.
 - The compiled variants use ``torch.compile(mode="reduce-overhead")`` (CUDA graphs: a step's kernels replayed as
   one graph launch), ours and the fused peer alike; every call starts with
   ``torch.compiler.cudagraph_mark_step_begin()``, so the previous call's outputs may be overwritten.
-
-Neither has been measured on a GPU by this project yet (the development machines have none).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from implementations import api
 
 from .. import common, threads
 
@@ -38,27 +44,23 @@ def import_framework(variant: str) -> Any:
     import torch
 
     threads.configure_torch(torch)
-    _select(torch)
+    choose(torch)
     return torch
 
 
-def device_candidates(torch: Any) -> list[common.DeviceCandidate]:
-    """CUDA devices (ROCm builds expose theirs as cuda too) followed by the CPU."""
-    out = []
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            out.append(common.DeviceCandidate("gpu", f"cuda:{i}", str(torch.cuda.get_device_name(i)), f"cuda:{i}"))
-    out.append(common.DeviceCandidate("cpu", "cpu", common.cpu_name(), "cpu"))
-    return out
+def device_candidates(torch: Any) -> list[api.DeviceCandidate]:
+    """The devices torch offers, CUDA devices first (:func:`implementations.torch_impl.runner.devices`)."""
+    from implementations.torch_impl import runner
+
+    return runner.devices(torch)
 
 
-def _select(torch: Any) -> common.DeviceCandidate:
-    choice = common.choose_device(device_candidates(torch), common.device_override())
+def choose(torch: Any) -> api.DeviceCandidate:
+    """The benchmark's device: :func:`implementations.api.choose_device`, overridden by ``$BENCH_DEVICE``. On CUDA
+    also turns on cuDNN autotuning (benchmarks only): algorithms are chosen during the first call and warm-up, not
+    timed."""
+    choice = api.choose_device(device_candidates(torch), os.environ.get(api.DEVICE_ENV) or None)
     if choice.kind == "gpu":
-        # Full fp32 for float32 (the parity setting), instead of PyTorch's TF32 default for cuDNN convs.
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-        # Autotuned cuDNN algorithms (benchmarks only): chosen during the first call and warm-up, not timed.
         torch.backends.cudnn.benchmark = True
     return choice
 
@@ -86,44 +88,6 @@ def make_train_step(torch: Any, forward: Any, parameters: Any, x: Any, target: A
     return step
 
 
-def fused_module(torch: Any, spec: Any) -> Any:
-    """The peer: one Conv2d per layer over cat([x, h]) giving the gates i, f, o, g (its state dict layout is
-    ``cell_list.{i}.conv.{weight,bias}``, what interop.to_torch_fused writes). Input (B, T, C, H, W)."""
-    nn = torch.nn
-
-    class Cell(nn.Module):
-        def __init__(self, cin: int, f: int, k: tuple[int, ...], bias: bool) -> None:
-            super().__init__()
-            self.f = f
-            self.conv = nn.Conv2d(cin + f, 4 * f, k, padding=tuple(n // 2 for n in k), bias=bias)
-
-        def forward(self, x: Any, h: Any, c: Any) -> tuple[Any, Any]:
-            i, f, o, g = torch.split(self.conv(torch.cat([x, h], dim=1)), self.f, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            return torch.sigmoid(o) * torch.tanh(c), c
-
-    class FusedConvLSTM(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.cell_list = nn.ModuleList(
-                Cell(spec.layer_input_channels(i), layer.filters, layer.kernel_size, layer.use_bias)
-                for i, layer in enumerate(spec.layers)
-            )
-
-        def forward(self, x: Any) -> Any:
-            for cell in self.cell_list:
-                h = x.new_zeros(x.shape[0], cell.f, *x.shape[3:])
-                c = torch.zeros_like(h)
-                outs = []
-                for t in range(x.shape[1]):
-                    h, c = cell(x[:, t], h, c)
-                    outs.append(h)
-                x = torch.stack(outs, dim=1)
-            return x
-
-    return FusedConvLSTM()
-
-
 class TorchModel(common.Model):
     framework = "torch"
 
@@ -138,22 +102,21 @@ class TorchModel(common.Model):
         self.variant = variant
         self.dtype = dtype
         threads.configure_torch(torch)
-        choice = _select(torch)
-        self._device = torch.device(choice.handle)
+        choice = choose(torch)
+        self._device = choice.handle
         self.device, self.device_kind, self.device_name = choice.id, choice.kind, choice.name
+        # Every call in full fp32 on CUDA (entered per call, so nothing else in the process is affected).
+        self._precision: Callable[[], Any] = contextlib.nullcontext
+        if self._device.type == "cuda":
+            self._precision = lambda: torch_impl.precision(self._device, allow_tf32=False)
         tdtype = getattr(torch, DTYPES[dtype])
         self._tdtype = tdtype
         if dtype != "float32":
             _probe_dtype(torch, self._device, tdtype)
-        spec = weights.spec
         if variant in FUSED:
-            if spec.rank != 2:
-                raise NotImplementedError("the fused peer module is 2-D only")
-            module = fused_module(torch, spec)
-            from implementations.interop import to_torch_fused
+            from ..peers import torch_fused
 
-            module.load_state_dict(to_torch_fused(weights))
-            module = module.to(device=self._device, dtype=tdtype)
+            module = torch_fused.build(weights).to(device=self._device, dtype=tdtype)
             self._call = module
         else:
             # Built in float32, then cast: the module's initialiser (QR) has no half-precision CPU kernel.
@@ -179,7 +142,7 @@ class TorchModel(common.Model):
 
     def prepare(self, mode: str) -> None:
         if mode == "train" and self._step is None:
-            # Creating the first torch optimizer imports torch._dynamo (~1.7 s): set-up, not part of a step.
+            # Creating the first torch optimizer imports torch._dynamo (seconds): set-up, not part of a step.
             self._step = make_train_step(
                 self.torch, self._call, self.module.parameters(), self.x, self.target, common.LEARNING_RATE
             )
@@ -192,14 +155,15 @@ class TorchModel(common.Model):
 
     def forward(self) -> None:
         self._begin_step()
-        with self.torch.no_grad():
+        with self.torch.no_grad(), self._precision():
             self._out = self._call(self.x)
 
     def train_step(self) -> None:
         if self._step is None:
             self.prepare("train")
         self._begin_step()
-        self._loss, self._out = self._step()
+        with self._precision():
+            self._loss, self._out = self._step()
 
     def sync(self) -> None:
         if self._device.type == "cuda":
@@ -252,17 +216,15 @@ class TorchModel(common.Model):
         return max(totals) - totals[0], "torch.profiler memory timeline: peak minus start of one step"
 
     def peak_gflops(self) -> dict[str, float]:
-        return peak_gflops(self.torch, self._device, self._tdtype, self.device_kind, self.workload_probe)
+        with self._precision():
+            return peak_gflops(self.torch, self._device, self._tdtype, self.device_kind, self.workload_probe)
 
     workload_probe: Any = None
 
     def versions(self) -> dict[str, str]:
-        torch = self.torch
-        out = {"torch": torch.__version__}
-        if torch.version.cuda:
-            out["cuda"] = str(torch.version.cuda)
-            out["cudnn"] = str(torch.backends.cudnn.version())
-        return out
+        from implementations.torch_impl import Runner
+
+        return Runner.framework_versions()
 
     def options(self) -> dict[str, Any]:
         return {
