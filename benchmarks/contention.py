@@ -15,7 +15,8 @@ that long. Off Linux nothing is read and blocks are never flagged (``available``
 
 A block is **contaminated** when steal exceeds :data:`MAX_STEAL` or other processes used more than
 :data:`MAX_OTHERS_CORES` cores: on a 2-core machine one busy neighbour process is enough to make a framework whose
-threads meet at barriers wait whole scheduler time slices (a 1.5 ms step measured at 50-250 ms).
+threads meet at barriers wait whole scheduler time slices, so a small step can take many times its usual time
+(measurements in docs/performance.md).
 """
 
 from __future__ import annotations

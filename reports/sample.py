@@ -30,6 +30,17 @@ SPEED = {"torch": 1.0, "torch-fused": 1.15, "keras-tf-xla": 0.8, "keras-builtin"
 FLOP = {"tiny": 0.0016, "radar": 24.0}  # forward GFLOP per batch
 
 
+#: The sample's (fictitious) day of measurement, as (year, month, day).
+SAMPLE_DAY = (2026, 9, 21)
+
+
+def _stamp(day: tuple[int, int, int], hour: int, minute: int = 0) -> str:
+    """An ISO 8601 UTC timestamp on ``day``."""
+    import datetime
+
+    return datetime.datetime(*day, hour, minute, tzinfo=datetime.UTC).isoformat()
+
+
 def _q(v: str) -> str:
     return repr(v)
 
@@ -326,11 +337,11 @@ def _write_environment(path: Path, sha: str, missing: set[str], comparisons: dic
     bench += ["--bench", f"\\.peakmem_import\\('({alts})'\\)$", "--bench", "track_predicted_activation_bytes",
               "--bench", "time_broken"]
     env = {
-        "schema": "convlstm-bench/asv-environment", "schema_version": 1, "updated_at": "2026-09-21T10:00:00+00:00",
+        "schema": "convlstm-bench/asv-environment", "schema_version": 1, "updated_at": _stamp(SAMPLE_DAY, 10),
         "host": {"hostname": "sample", "platform": "Linux-6.1-x86_64-with-glibc2.36", "python": "3.11.7",
                  "cpu": "Sample CPU @ 2.0GHz", "cpu_count": 2, "memory_bytes": 25276502016},
-        "run": {"profile": "sample", "commit": sha, "machine": MACHINE, "started_at": "2026-09-21T09:50:00+00:00",
-                "finished_at": "2026-09-21T10:00:00+00:00", "wall_seconds": 600.0, "returncode": 0,
+        "run": {"profile": "sample", "commit": sha, "machine": MACHINE, "started_at": _stamp(SAMPLE_DAY, 9, 50),
+                "finished_at": _stamp(SAMPLE_DAY, 10), "wall_seconds": 600.0, "returncode": 0,
                 "asv_command": ["python", "-m", "asv", "run", "--set-commit-hash", sha, *bench]},
         "variants": variants,
         "cases": cases,
@@ -376,7 +387,7 @@ def write_parity(parity_dir: str | Path, records: list[dict[str, Any]] | None = 
     parity_dir = Path(parity_dir)
     parity_dir.mkdir(parents=True, exist_ok=True)
     path = parity_dir / f"parity-{backend}.json"
-    path.write_text(json.dumps({"created": "2026-09-21T09:00:00Z", "machine": "Linux-sample", "python": "3.11.7",
+    path.write_text(json.dumps({"created": _stamp(SAMPLE_DAY, 9), "machine": "Linux-sample", "python": "3.11.7",
                                 "keras_backend": backend,
                                 "records": parity_records() if records is None else records}, indent=1))
     return path
