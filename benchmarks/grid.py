@@ -240,12 +240,12 @@ PROFILES: dict[str, Profile] = {
     # training memory comes from TrainMemory, which measures over the build in a process of its own.
     "quick": Profile(
         "quick", _quick_combos(), min_samples=5, max_samples=300, max_time=1.0, timeout=300.0,
-        warmup_seconds=0.3, peak_seconds=0.3, rounds=8, block_seconds=0.25,
+        warmup_seconds=0.3, peak_seconds=0.3, rounds=16, block_seconds=0.3,
         skip_benchmarks=("PeakMemory", "ImportBaseline"),
     ),
     "full": Profile(
         "full", _full_combos(), min_samples=10, max_samples=1000, max_time=10.0, timeout=3600.0,
-        warmup_seconds=1.0, peak_seconds=1.0, rounds=12, block_seconds=0.5,
+        warmup_seconds=1.0, peak_seconds=1.0, rounds=24, block_seconds=0.5,
     ),
 }
 _FILTER_ENV = {
