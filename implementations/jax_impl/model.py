@@ -8,7 +8,8 @@
   Each layer's input convolution is hoisted out of the time loop (one convolution over all T*B frames); only the
   recurrent convolution runs inside ``jax.lax.scan``. From a zero initial state the first step runs before the scan
   without the recurrent convolution (its input is exactly 0). On the CPU the convolutions' backward pass is the one
-  of :mod:`.loop`.
+  of :mod:`.loop`. A ``no_input`` stack's first layer (the encoder-forecaster's forecaster, :mod:`.nowcast`) takes
+  no frames and runs a given number of steps from a given state, its gates' input part being the bias alone.
 * :class:`ConvLSTM` -- a ``flax.nnx.Module`` holding the weights as ``nnx.Param`` s.
 
 Loop strategy: the single knob is ``unroll`` (given to ``jax.lax.scan``): ``True`` or ``"full"`` unrolls the time loop
@@ -167,17 +168,39 @@ def layer_step(
     return h_t, c_t
 
 
+def _no_input_preactivation(layer: LayerSpec, params: LayerParams, state: State | None, steps: int | None) -> jax.Array:
+    """The input part of the gates of a layer with no input, ``(steps, B, *S', 4F)``: the bias (or 0) at every step.
+
+    The input-convolution term is absent (its kernel is empty), so only the recurrent convolution of
+    :func:`layer_step` and the bias remain. The state fixes the batch and spatial shape, hence it is required.
+    """
+    if state is None:
+        raise api.InputError("a layer with no input needs an initial state (h0, c0): it fixes the batch and size")
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise api.InputError(f"steps: expected an int >= 1 for a layer with no input, found {steps!r}")
+    h0 = state[0]
+    shape = (int(steps), *h0.shape[:-1], 4 * layer.filters)
+    if layer.use_bias:
+        return jnp.broadcast_to(params["bias"].astype(h0.dtype), shape)
+    return jnp.zeros(shape, h0.dtype)
+
+
 def layer_apply(
     layer: LayerSpec,
     params: LayerParams,
-    frames: jax.Array,
+    frames: jax.Array | None,
     state: State | None = None,
     *,
     unroll: Unroll = DEFAULT_UNROLL,
     precision: str | lax.Precision | None = DEFAULT_PRECISION,
     backward_chunk: BackwardChunk = DEFAULT_BACKWARD_CHUNK,
+    steps: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Run one layer over TIME-MAJOR ``frames`` (T, B, *S, C) in the given order.
+
+    ``frames=None`` runs a layer with no input (a ``no_input`` stack's first layer, the forecaster's layer 0) for
+    ``steps`` steps from ``state`` (required): its gates are ``conv(h_{t-1}, R) + b`` (:func:`_no_input_preactivation`);
+    the rest of the step is the same code, so ordinary layers' programs are unchanged.
 
     ``state``: initial ``(h0, c0)``, each (B, *S', F); zeros when None. The input convolution runs
     once over all T*B frames (reshaped to (T*B, *S, C)); ``lax.scan`` (with ``unroll``) runs the
@@ -186,22 +209,27 @@ def layer_apply(
     recurrent, take their kernel gradients as matrix products instead.
     Returns ``(sequence (T, B, *S', F), h_T, c_T)``.
     """
-    t, b, *spatial, c_in = frames.shape
-    chunk = resolve_backward_chunk(backward_chunk, frames=t * b)
-    im2col = chunk is not None
-    zx = conv_nd(
-        frames.reshape(t * b, *spatial, c_in),
-        params["kernel"],
-        layer.strides,
-        layer.dilation_rate,
-        layer.input_padding(spatial),
-        precision,
-        chunk,
-        im2col=im2col,
-    )
-    if layer.use_bias:
-        zx = zx + params["bias"]
-    zx = zx.reshape(t, b, *zx.shape[1:])
+    if frames is None:
+        zx = _no_input_preactivation(layer, params, state, steps)
+        t = zx.shape[0]
+        im2col = resolve_backward_chunk(backward_chunk, frames=t * zx.shape[1]) is not None
+    else:
+        t, b, *spatial, c_in = frames.shape
+        chunk = resolve_backward_chunk(backward_chunk, frames=t * b)
+        im2col = chunk is not None
+        zx = conv_nd(
+            frames.reshape(t * b, *spatial, c_in),
+            params["kernel"],
+            layer.strides,
+            layer.dilation_rate,
+            layer.input_padding(spatial),
+            precision,
+            chunk,
+            im2col=im2col,
+        )
+        if layer.use_bias:
+            zx = zx + params["bias"]
+        zx = zx.reshape(t, b, *zx.shape[1:])
     first = None
     if state is None:
         # From a zero state the first step needs no recurrent conv: run it before the scan.
@@ -224,29 +252,38 @@ def layer_apply(
 def convlstm_apply(
     spec: StackSpec,
     params: Sequence[LayerParams],
-    x: jax.Array,
+    x: jax.Array | None,
     initial_state: Sequence[State] | None = None,
     *,
     go_backwards: bool = False,
     unroll: Unroll = DEFAULT_UNROLL,
     precision: str | lax.Precision | None = DEFAULT_PRECISION,
     backward_chunk: BackwardChunk = DEFAULT_BACKWARD_CHUNK,
+    steps: int | None = None,
 ) -> tuple[jax.Array, list[jax.Array], list[jax.Array]]:
     """Run the stack on ``x`` (B, T, *S, C). Pure and jit-able (``spec`` and the options are static).
 
     ``params[i]``: layer i's arrays by short name. ``initial_state[i]``: ``(h0, c0)``, each
     (B, *S'_i, F_i), zeros when None. ``go_backwards`` (Keras semantics): every layer processes
     t = T-1 ... 0 and emits its sequence in processing order; the next layer reads it as given.
+    A ``spec.no_input`` stack takes ``x=None``, ``steps`` and an ``initial_state``: its first layer reads no input
+    (:func:`layer_apply`) and runs ``steps`` steps (``go_backwards`` then applies from layer 1 on).
     Returns ``(sequence (B, T, *S', F_last), [h_i (B, *S'_i, F_i)], [c_i])``.
     """
-    seq = jnp.moveaxis(x, 1, 0)  # time-major inside: scan runs over the leading axis
+    if spec.no_input != (x is None):
+        raise api.InputError(
+            "x: a stack with no input (no_input=True) takes x=None and steps" if spec.no_input
+            else "x: expected frames (B, T, *S, C), found None (only a no_input stack runs without input)"
+        )
+    seq = None if x is None else jnp.moveaxis(x, 1, 0)  # time-major inside: scan runs over the leading axis
     hs, cs = [], []
     for i, layer in enumerate(spec.layers):
-        if go_backwards:
+        if go_backwards and seq is not None:
             seq = jnp.flip(seq, axis=0)
         state = None if initial_state is None else initial_state[i]
         seq, h, c = layer_apply(
-            layer, params[i], seq, state, unroll=unroll, precision=precision, backward_chunk=backward_chunk
+            layer, params[i], seq, state, unroll=unroll, precision=precision, backward_chunk=backward_chunk,
+            steps=steps,
         )
         hs.append(h)
         cs.append(c)
@@ -338,12 +375,14 @@ class ConvLSTM(nnx.Module):
 
     def __call__(
         self,
-        x: jax.Array,
+        x: jax.Array | None,
         initial_state: Sequence[State] | None = None,
         *,
         go_backwards: bool = False,
+        steps: int | None = None,
     ) -> tuple[jax.Array, list[jax.Array], list[jax.Array]]:
-        """``x`` (B, T, *S, C) -> ``(sequence (B, T, *S', F), [h_i], [c_i])``; see :func:`convlstm_apply`."""
+        """``x`` (B, T, *S, C) -> ``(sequence (B, T, *S', F), [h_i], [c_i])``; see :func:`convlstm_apply` (a
+        ``no_input`` stack takes ``x=None``, ``steps`` and an initial state)."""
         return convlstm_apply(
             self.spec,
             self.params(),
@@ -353,4 +392,5 @@ class ConvLSTM(nnx.Module):
             unroll=self.unroll,
             precision=self.precision,
             backward_chunk=self.backward_chunk,
+            steps=steps,
         )

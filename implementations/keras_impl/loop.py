@@ -99,8 +99,15 @@ def step(
     layer: LayerSpec, p: dict[str, Any], zx: Any, h: Any | None, c: Any | None, act: Activation, rec: Activation
 ) -> tuple[Any, Any]:
     """One step from the input pre-activation ``zx`` (B, *S', 4F). ``h = c = None``: zero state.
-    ``act`` / ``rec``: the layer's activation and recurrent activation."""
-    z = zx if h is None else ops.add(zx, recurrent_conv(layer, p["recurrent_kernel"], h))
+    ``act`` / ``rec``: the layer's activation and recurrent activation.
+
+    A layer with no input (:func:`run_layer` with ``seq=None``) gives ``zx`` = its bias ``(4F,)`` (broadcast by the
+    sum) or None (no bias: the gates are the recurrent convolution alone); it always has a state ``h``."""
+    if h is None:
+        z = zx
+    else:
+        zh = recurrent_conv(layer, p["recurrent_kernel"], h)
+        z = zh if zx is None else ops.add(zx, zh)
     zi, zf, zc, zo = ops.split(z, 4, axis=-1)
     peephole = layer.peephole is not None
     if peephole and c is not None:
@@ -131,11 +138,17 @@ def _split_steps(zx: Any) -> list[Any]:
 
 def run_layer(
     layer: LayerSpec, p: dict[str, Any], seq: Any, h: Any | None, c: Any | None, *, backwards: bool,
-    act: Activation, rec: Activation,
+    act: Activation, rec: Activation, steps: int | None = None,
 ) -> tuple[Any, Any, Any]:
     """One layer over the sequence ``(B, T, *S, C)`` from ``(h, c)`` (None: zeros): its output sequence
-    ``(B, T, *S', F)`` in processing order (t = T-1 ... 0 when ``backwards``) and its final ``h, c``."""
-    zxs = _split_steps(input_conv(layer, p, seq))
+    ``(B, T, *S', F)`` in processing order (t = T-1 ... 0 when ``backwards``) and its final ``h, c``.
+
+    ``seq=None``: a layer with no input (a forecaster's layer 0) runs ``steps`` steps from the given ``(h, c)``
+    with gates ``conv(h_{t-1}, R) + b``: no input sequence, no input convolution (the direction is moot)."""
+    if seq is None:
+        zxs = [p.get("bias")] * steps
+    else:
+        zxs = _split_steps(input_conv(layer, p, seq))
     outs = []
     for zx_t in reversed(zxs) if backwards else zxs:
         h, c = step(layer, p, zx_t, h, c, act, rec)

@@ -93,9 +93,11 @@ class UnitForgetBias(keras.initializers.Initializer):
 
 
 def _as_spec(spec: StackSpec | Mapping[str, Any]) -> StackSpec:
+    """A StackSpec from itself or its ``to_meta()`` dict (plus ``"no_input": true`` for a stack without input,
+    which :meth:`ConvLSTMStack.get_config` adds since ``to_meta`` has no such field)."""
     if isinstance(spec, StackSpec):
         return spec
-    return StackSpec.from_meta(spec)
+    return StackSpec.from_meta(spec, no_input=bool(spec.get("no_input", False)))
 
 
 @keras.saving.register_keras_serializable(package="convlstm_bench")
@@ -112,12 +114,20 @@ class ConvLSTMStack(keras.layers.Layer):
             ``(output, h_0, c_0, h_1, c_1, ...)`` (for one layer, Keras' ``(output, h, c)``).
         go_backwards: Keras semantics: every layer processes t = T-1 ... 0 and emits its sequence in
             processing order; the next layer reads that sequence as given.
+        return_all_layers: the output is the h of EVERY layer, concatenated on the channel axis (layer 0
+            first; ``(..., sum F)``) rather than the last layer's (what a head over all layers reads, e.g. the
+            encoder-forecaster's); all layers' states must then have the same spatial shape.
         **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype`` ...).
 
     Weights are created by :meth:`build` with Keras ConvLSTM's default initialisers (glorot_uniform
     kernel, orthogonal recurrent kernel, unit-forget bias, zero peepholes) and named
     ``kernel_{i}``, ``recurrent_kernel_{i}``, ... (Keras forbids '/' in names);
     :meth:`canonical_variables` maps the canonical keys ``layers/{i}/kernel`` ... to them.
+
+    A stack whose spec has ``no_input=True`` (the forecaster of :mod:`implementations.model_spec`) has an empty
+    ``kernel_0`` ``(*k, 0, 4F)``; its layer 0 computes ``conv(h_{t-1}, R) + b`` and reads nothing: call it with
+    ``inputs=None``, ``steps`` and the ``initial_state`` of every layer (they fix the batch and the state size), and
+    give ``peephole_spatials`` for 'full' peepholes (there is no input shape to derive them from).
     """
 
     def __init__(
@@ -128,6 +138,7 @@ class ConvLSTMStack(keras.layers.Layer):
         return_sequences: bool = False,
         return_state: bool = False,
         go_backwards: bool = False,
+        return_all_layers: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -143,6 +154,7 @@ class ConvLSTMStack(keras.layers.Layer):
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
+        self.return_all_layers = bool(return_all_layers)
         self._params: list[dict[str, Any]] = []
 
     # -- weights ----------------------------------------------------------------------------------
@@ -152,7 +164,7 @@ class ConvLSTMStack(keras.layers.Layer):
         whose ``S'`` was not given as ``peephole_spatials``; other dims may be None."""
         spec = self.spec
         derived: list[tuple[int, ...] | None] = [None] * len(spec.layers)
-        if input_shape is not None:
+        if input_shape is not None and not spec.no_input:
             self._check_input_shape(input_shape)
             spatial = tuple(input_shape[2:-1])
             if all(s is not None for s in spatial):
@@ -246,29 +258,51 @@ class ConvLSTMStack(keras.layers.Layer):
         dtype = self.compute_dtype
         return [(ops.cast(h, dtype), ops.cast(c, dtype)) for h, c in pairs]
 
-    def call(self, inputs: Any, initial_state: Any = None, go_backwards: bool | None = None) -> Any:
+    def _check_steps(self, inputs: Any, initial_state: Any, steps: Any) -> int | None:
+        """Check the call's ``inputs`` / ``steps`` pairing: ``steps`` (returned) for a stack without input, where
+        ``inputs`` must be None and ``initial_state`` given; None for any other stack, where ``steps`` is refused."""
+        if not self.spec.no_input:
+            if steps is not None:
+                raise ValueError("steps: only for a stack whose first layer reads no input; T comes from the inputs")
+            self._check_input_shape(inputs.shape)
+            if any(d is None for d in inputs.shape[1:]):
+                raise ValueError(f"inputs: T and the spatial dims must be static, found shape {tuple(inputs.shape)}")
+            return None
+        if inputs is not None:
+            raise ValueError("inputs: expected None (the first layer of this stack reads no input); give steps=")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"steps: expected a positive int (the number of steps to run), found {steps!r}")
+        if initial_state is None:
+            raise ValueError("initial_state: a stack without input needs every layer's (h, c) to start from")
+        return int(steps)
+
+    def call(
+        self, inputs: Any, initial_state: Any = None, go_backwards: bool | None = None, steps: int | None = None
+    ) -> Any:
         """Run the stack.
 
         Args:
-            inputs: ``(B, T, *S, C)``; T and S must be static.
+            inputs: ``(B, T, *S, C)``; T and S must be static. None for a stack without input (``no_input``).
             initial_state: None (zeros), or per layer an ``(h, c)`` pair of ``(B, *S'_i, F_i)``
                 tensors, or the flat list ``[h_0, c_0, h_1, c_1, ...]``.
             go_backwards: overrides the layer option for this call (None: the option).
+            steps: the number of steps of a stack without input (required there, refused elsewhere).
 
         Returns:
             The last layer's output ``(B, T, *S', F)`` (``return_sequences``) or ``(B, *S', F)``;
             with ``return_state`` the tuple ``(output, h_0, c_0, ...)`` of final states ``(B, *S'_i, F_i)``.
         """
-        self._check_input_shape(inputs.shape)
-        if any(d is None for d in inputs.shape[1:]):
-            raise ValueError(f"inputs: T and the spatial dims must be static, found shape {tuple(inputs.shape)}")
+        steps = self._check_steps(inputs, initial_state, steps)
         backwards = self.go_backwards if go_backwards is None else bool(go_backwards)
         seq = inputs
-        finals = []
+        finals, seqs = [], []
         for layer, p, (h, c) in zip(self.spec.layers, self._params, self._initial_states(initial_state)):
             act, rec = ACTIVATIONS[layer.activation], RECURRENT_ACTIVATIONS[layer.recurrent_activation]
-            seq, h, c = loop.run_layer(layer, p, seq, h, c, backwards=backwards, act=act, rec=rec)
+            seq, h, c = loop.run_layer(layer, p, seq, h, c, backwards=backwards, act=act, rec=rec, steps=steps)
             finals += [h, c]
+            seqs.append(seq)
+        if self.return_all_layers:
+            seq = ops.concatenate(seqs, axis=-1)
         output = seq if self.return_sequences else seq[:, -1]
         return (output, *finals) if self.return_state else output
 
@@ -280,20 +314,27 @@ class ConvLSTMStack(keras.layers.Layer):
             (b, *(states[i] if states else (None,) * self.spec.rank), layer.filters)
             for i, layer in enumerate(self.spec.layers)
         ]
-        output = (b, t, *shapes[-1][1:]) if self.return_sequences else shapes[-1]
+        last = shapes[-1]
+        if self.return_all_layers:
+            last = (*last[:-1], sum(layer.filters for layer in self.spec.layers))
+        output = (b, t, *last[1:]) if self.return_sequences else last
         if not self.return_state:
             return output
         return (output, *(s for s in shapes for _ in "hc"))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
+        spec = self.spec.to_meta()
+        if self.spec.no_input:
+            spec["no_input"] = True
         config.update(
             {
-                "spec": self.spec.to_meta(),
+                "spec": spec,
                 "peephole_spatials": [None if s is None else list(s) for s in self.peephole_spatials],
                 "return_sequences": self.return_sequences,
                 "return_state": self.return_state,
                 "go_backwards": self.go_backwards,
+                "return_all_layers": self.return_all_layers,
             }
         )
         return config

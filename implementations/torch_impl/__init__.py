@@ -3,6 +3,8 @@
 * :mod:`.model`: the native ``nn.Module`` s (:class:`ConvLSTM`, :class:`ConvLSTMLayer`), channels-first, with the
   activations, the layout helpers and the canonical <-> torch weight layout conversion;
 * :mod:`.loop`: the layer's fast time loop and its hand-written gradient;
+* :mod:`.nowcast`: the encoder-forecaster model of ``docs/model.md`` (:class:`EncoderForecaster`, built from the
+  stacks above; its forecaster's first layer reads no input) and its NumPy-facing :class:`ModelRunner`;
 * :mod:`.runner`: the :class:`Runner` of :mod:`implementations.api`, and the backend the benchmarks share (devices,
   float32 precision on CUDA, versions).
 
@@ -17,11 +19,14 @@ from .loop import _keeps_graph as _keeps_graph
 from .model import ConvLSTM, ConvLSTMLayer, canonical_to_torch, torch_to_canonical
 from .model import _tanh as _tanh
 from .model import _use_identity_tanh as _use_identity_tanh
+from .nowcast import EncoderForecaster, ModelRunner
 from .runner import Runner, devices, precision, resolve_device
 
 __all__ = [
     "ConvLSTM",
     "ConvLSTMLayer",
+    "EncoderForecaster",
+    "ModelRunner",
     "Runner",
     "canonical_to_torch",
     "devices",

@@ -2,9 +2,10 @@
 
 Each layer runs its input convolution over all T frames as one call on ``(T*B, C, *S)`` before the loop, so only the
 recurrent convolution and the gate maths run per step; the first step from a zero state skips the recurrent
-convolution and the peephole terms. Input convolution and loop are one ``torch.autograd.Function``
-(:class:`_Recurrence`) whose backward is written by hand; :func:`_recurrence_autograd` is the same loop in plain
-differentiable ops, for torch.compile, double backward and ``torch.func``.
+convolution and the peephole terms. A first layer that reads no input (a forecaster's, ``LoopConfig.no_input``)
+starts each step's gates from its broadcast bias (:func:`bias_gates`) instead. Input convolution and loop are one
+``torch.autograd.Function`` (:class:`_Recurrence`) whose backward is written by hand; :func:`_recurrence_autograd` is
+the same loop in plain differentiable ops, for torch.compile, double backward and ``torch.func``.
 
 For 2-D and 3-D frames every tensor of the loop is in channels-last memory format (``torch.channels_last``; logical
 shapes stay channels-first), because element-wise kernels on operands of mixed memory layouts are several times
@@ -52,6 +53,7 @@ class LoopConfig(NamedTuple):
     peephole: str | None
     saving: bool  # whether a backward may follow: grad mode on and some input requires grad
     input_conv: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # its stride, padding, dilation
+    no_input: bool = False  # a first layer that reads no input: gates start from the bias (:func:`bias_gates`)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +88,19 @@ def input_conv(frames: Tensor, kernel: Tensor, bias: Tensor | None, cfg: LoopCon
     padding and dilation (operands from :meth:`.model.ConvLSTMLayer._input_conv_operands`)."""
     stride, padding, dilation = cfg.input_conv
     return CONV[kernel.ndim - 2](frames, kernel, bias, stride=stride, padding=padding, dilation=dilation)
+
+
+def bias_gates(frames: Tensor, kernel: Tensor, bias: Tensor | None, cfg: LoopConfig) -> Tensor:
+    """``(T*B, 0, *S')`` -> ``(T*B, 4F, *S')``: what replaces :func:`input_conv` in a layer with no input
+    (``cfg.no_input``): the bias broadcast over every step and position, or zeros. ``frames`` is an empty tensor that
+    carries only the shape; ``kernel`` the empty input kernel ``(4F, 0, *k)``. The result has its own memory in the
+    loop's format, because :class:`_Recurrence` writes into it; the copy is differentiable (the autograd loop)."""
+    n, spatial, f4 = frames.shape[0], frames.shape[2:], kernel.shape[0]
+    fmt = MEMORY_FORMATS[len(spatial)] if cfg.channels_last else torch.contiguous_format
+    out = torch.empty((n, f4, *spatial), dtype=kernel.dtype, device=kernel.device, memory_format=fmt)
+    if bias is None:
+        return out.zero_()
+    return out.copy_(bias.view(1, f4, *(1,) * len(spatial)).expand(out.shape))
 
 
 def _recurrent_conv(h: Tensor, kernel: Tensor, cfg: LoopConfig) -> Tensor:
@@ -147,7 +162,8 @@ class _Recurrence(torch.autograd.Function):
     None (operands as prepared by :meth:`.model.ConvLSTMLayer._input_conv_operands`), the recurrent kernel,
     ``h0``/``c0`` ``(B, F, *S')`` or None, the three peepholes or None, a :class:`LoopConfig`. Returns the hidden
     states ``(T, B, F, *S')`` in processing order (a view of a ``(T+1, ...)`` buffer whose first slot holds h0 as the
-    first recurrent conv's input) and ``c_T``.
+    first recurrent conv's input) and ``c_T``. With ``cfg.no_input`` the frames ``(T*B, 0, *S')`` and the input kernel
+    are empty and :func:`bias_gates` replaces the input convolution.
 
     Why by hand: autograd's backward of the loop would run one small recurrent-kernel gradient convolution per step
     and many separately dispatched element-wise kernels; here the kernel gradient is one convolution over all T steps
@@ -175,7 +191,7 @@ class _Recurrence(torch.autograd.Function):
         cfg: LoopConfig,
     ) -> tuple[Tensor, Tensor]:
         t, b, cl = cfg.steps, cfg.batch, cfg.channels_last
-        zx = input_conv(frames, in_kernel, bias, cfg)
+        zx = (bias_gates if cfg.no_input else input_conv)(frames, in_kernel, bias, cfg)
         if cl and not zx.is_contiguous(memory_format=MEMORY_FORMATS[zx.ndim - 2]):
             zx = zx.contiguous(memory_format=MEMORY_FORMATS[zx.ndim - 2])
         f4, spatial = zx.shape[1], zx.shape[2:]
@@ -239,7 +255,12 @@ class _Recurrence(torch.autograd.Function):
         g_c0 = dc if ctx.has_c0 else None
         g_frames = g_in_kernel = g_bias = None
         mask = list(ctx.needs_input_grad[:3])
-        if any(mask):
+        if cfg.no_input:  # the gates' input term is the bias alone: its gradient sums dz; the empty ones are empty
+            g_frames = torch.zeros_like(frames) if mask[0] else None
+            g_in_kernel = torch.zeros_like(in_kernel) if mask[1] else None
+            if mask[2] and ctx.has_bias:
+                g_bias = dz.sum(dim=(0, 1, *range(3, dz.ndim)))
+        elif any(mask):
             t, b = cfg.steps, cfg.batch
             rank = kernel.ndim - 2
             stride, padding, dilation = cfg.input_conv

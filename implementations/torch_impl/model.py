@@ -26,7 +26,7 @@ from ..spec import (
     StackSpec,
 )
 from ..weights import Weights
-from .loop import MEMORY_FORMATS, LoopConfig, _Recurrence, _recurrence_autograd, input_conv
+from .loop import MEMORY_FORMATS, LoopConfig, _Recurrence, _recurrence_autograd, bias_gates, input_conv
 
 Tensor = torch.Tensor
 State = tuple[Tensor, Tensor]
@@ -227,7 +227,9 @@ class ConvLSTMLayer(nn.Module):
     Parameters: ``kernel`` ``(4F, C_in, *k)``, ``recurrent_kernel`` ``(4F, F, *k)``, ``bias``
     ``(4F,)`` or None, ``peephole_{i,f,o}`` ``(F,)`` ('channel') or ``(F, *S')`` ('full') or None.
     Gate blocks along the 4F axis in the order i, f, c, o. A 'full' peephole needs
-    ``state_spatial`` (S') at construction.
+    ``state_spatial`` (S') at construction. With ``in_channels == 0`` (the first layer of a ``no_input`` stack,
+    :attr:`no_input`) the layer reads no input: ``kernel`` is empty ``(4F, 0, *k)`` and the gates are
+    ``conv(h_{t-1}, R) + b``.
     """
 
     def __init__(
@@ -243,6 +245,7 @@ class ConvLSTMLayer(nn.Module):
         self.spec = spec
         self.rank = spec.rank
         self.in_channels = int(in_channels)
+        self.no_input = self.in_channels == 0
         self.filters = spec.filters
         factory: dict[str, Any] = {"dtype": dtype, "device": device}
         f4 = 4 * spec.filters
@@ -284,7 +287,8 @@ class ConvLSTMLayer(nn.Module):
     def reset_parameters(self) -> None:
         """Keras-like defaults: glorot-uniform kernel, orthogonal recurrent kernel, forget bias 1, zero peepholes."""
         with torch.no_grad():
-            nn.init.xavier_uniform_(self.kernel)
+            if not self.no_input:  # an empty kernel has nothing to initialise
+                nn.init.xavier_uniform_(self.kernel)
             nn.init.orthogonal_(self.recurrent_kernel)
             if self.bias is not None:
                 self.bias.zero_()
@@ -321,17 +325,33 @@ class ConvLSTMLayer(nn.Module):
                 frames = frames.contiguous(memory_format=self._memory_format)
         return frames, kernel, padding
 
+    def _no_input_operands(self, x: Tensor) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+        """The operands that stand in for :meth:`_input_conv_operands` in a layer with no input: an empty
+        ``(T*B, 0, *S')`` tensor that carries the shape :func:`.loop.bias_gates` fills, the empty kernel, no
+        padding. ``x`` must be an empty ``(B, T, 0, *S)`` sequence: it gives only the number of steps and sizes."""
+        b, t = x.shape[:2]
+        if x.ndim != self.rank + 3 or x.shape[2] != 0:
+            raise SpecError(
+                f"a layer with no input expects an empty sequence (B, T, 0, *S) for its shape, found {tuple(x.shape)}"
+            )
+        spatial = self.spec.output_spatial(tuple(x.shape[3:]))
+        return x.new_empty((t * b, 0, *spatial)), self.kernel, (0,) * self.rank
+
     def forward(self, x: Tensor, state: State | None = None, reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """Run the layer over a sequence.
 
         ``x``: ``(B, T, C_in, *S)``; ``state``: ``(h0, c0)`` each ``(B, F, *S')`` or None (zeros).
         ``reverse``: process t = T-1 ... 0 (Keras ``go_backwards``); the output sequence is in
-        processing order. Returns ``(sequence (B, T, F, *S'), h_T (B, F, *S'), c_T (B, F, *S'))``. In eager mode
+        processing order. Returns ``(sequence (B, T, F, *S'), h_T (B, F, *S'), c_T (B, F, *S'))``. A layer with no
+        input (:attr:`no_input`) takes an empty ``x`` ``(B, T, 0, *S)``: its T steps start from the bias. In eager mode
         the sequence is a view of a time-major buffer (memory ``(T, B, F, *S')``, channels-last for 2-D/3-D); with
         :attr:`autograd_loop` or under torch.compile it is batch-major (each frame channels-last for 2-D/3-D).
         """
         b, t = x.shape[:2]
-        frames, in_kernel, in_padding = self._input_conv_operands(_time_major_frames(x, self._channels_last))
+        if self.no_input:
+            frames, in_kernel, in_padding = self._no_input_operands(x)
+        else:
+            frames, in_kernel, in_padding = self._input_conv_operands(_time_major_frames(x, self._channels_last))
         h0, c0 = (None, None) if state is None else state
         if self._memory_format is not None and c0 is not None:
             h0 = h0.contiguous(memory_format=self._memory_format)
@@ -353,9 +373,10 @@ class ConvLSTMLayer(nn.Module):
             peephole=spec.peephole,
             saving=torch.is_grad_enabled() and any(v is not None and v.requires_grad for v in inputs),
             input_conv=(tuple(spec.strides), tuple(in_padding), tuple(spec.dilation_rate)),
+            no_input=self.no_input,
         )
         if self.autograd_loop or torch.compiler.is_compiling():
-            zx = input_conv(frames, in_kernel, self.bias, cfg)
+            zx = (bias_gates if self.no_input else input_conv)(frames, in_kernel, self.bias, cfg)
             seq, c = _recurrence_autograd(zx, self.recurrent_kernel, h0, c0, peepholes, cfg)
             return seq, seq[:, t - 1], c
         seq, c = _Recurrence.apply(*inputs, cfg)
@@ -464,6 +485,7 @@ class ConvLSTM(nn.Module):
         ``x``: ``(B, T, C, *S)``. ``initial_state``: one ``(h0, c0)`` per layer, each
         ``(B, F_i, *S'_i)``, or None for zeros. ``go_backwards``: every layer processes its input
         sequence from the last step to the first and emits its outputs in processing order.
+        A ``no_input`` stack takes an empty ``x`` ``(B, T, 0, *S)``, which gives only T and the sizes.
         Returns ``(sequence (B, T, F, *S'), [h_i (B, F_i, *S'_i)], [c_i (B, F_i, *S'_i)])``.
         """
         seq = x
