@@ -100,6 +100,23 @@ def _as_spec(spec: StackSpec | Mapping[str, Any]) -> StackSpec:
     return StackSpec.from_meta(spec, no_input=bool(spec.get("no_input", False)))
 
 
+def assign_named(variables: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+    """Assign ``arrays`` to the Keras ``variables`` of the same names: exactly the same keys and shapes (ValueError
+    naming what differs), any float dtype (cast to each variable's)."""
+    if set(arrays) != set(variables):
+        raise ValueError(f"expected exactly the keys {sorted(variables)}, found {sorted(arrays)}")
+    for key, var in variables.items():
+        value = np.asarray(arrays[key])
+        if tuple(value.shape) != tuple(var.shape):
+            raise ValueError(f"{key}: expected shape {tuple(var.shape)}, found {value.shape}")
+        var.assign(value.astype(keras.backend.standardize_dtype(var.dtype), copy=False))
+
+
+def named_numpy(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Name -> NumPy copy of each Keras variable, in the variable's dtype."""
+    return {key: np.array(ops.convert_to_numpy(var)) for key, var in variables.items()}
+
+
 @keras.saving.register_keras_serializable(package="convlstm_bench")
 class ConvLSTMStack(keras.layers.Layer):
     """A stack of ConvLSTM layers (the equations of :mod:`implementations.spec`), channels-last.
@@ -220,18 +237,11 @@ class ConvLSTMStack(keras.layers.Layer):
 
     def set_canonical_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Assign canonical arrays (the keys and shapes of :meth:`canonical_variables`, any float dtype)."""
-        variables = self.canonical_variables()
-        if set(arrays) != set(variables):
-            raise ValueError(f"expected exactly the keys {sorted(variables)}, found {sorted(arrays)}")
-        for key, var in variables.items():
-            value = np.asarray(arrays[key])
-            if tuple(value.shape) != tuple(var.shape):
-                raise ValueError(f"{key}: expected shape {tuple(var.shape)}, found {value.shape}")
-            var.assign(value.astype(keras.backend.standardize_dtype(var.dtype), copy=False))
+        assign_named(self.canonical_variables(), arrays)
 
     def get_canonical_weights(self) -> dict[str, np.ndarray]:
         """Canonical key -> NumPy copy of the weight, in the variables' dtype."""
-        return {key: np.array(ops.convert_to_numpy(var)) for key, var in self.canonical_variables().items()}
+        return named_numpy(self.canonical_variables())
 
     # -- computation ------------------------------------------------------------------------------
 

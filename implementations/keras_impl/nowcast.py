@@ -26,7 +26,7 @@ from .. import api
 from ..model_spec import ModelSpec
 from ..model_weights import ModelWeights, make_model_weights
 from .loop import _backend_compile, _backend_inference, _backend_value_and_grad
-from .model import ConvLSTMStack
+from .model import ConvLSTMStack, assign_named, named_numpy
 from .runner import _enable_float64, precision, resolve_device
 
 # ---------------------------------------------------------------------------------------------
@@ -150,18 +150,11 @@ class EncoderForecaster(keras.Model):
 
     def set_canonical_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Assign v2 arrays (exactly the keys and shapes of :meth:`canonical_variables`, any float dtype)."""
-        variables = self.canonical_variables()
-        if set(arrays) != set(variables):
-            raise ValueError(f"expected exactly the keys {sorted(variables)}, found {sorted(arrays)}")
-        for key, var in variables.items():
-            value = np.asarray(arrays[key])
-            if tuple(value.shape) != tuple(var.shape):
-                raise ValueError(f"{key}: expected shape {tuple(var.shape)}, found {value.shape}")
-            var.assign(value.astype(keras.backend.standardize_dtype(var.dtype), copy=False))
+        assign_named(self.canonical_variables(), arrays)
 
     def get_canonical_weights(self) -> dict[str, np.ndarray]:
         """v2 key -> NumPy copy of the weight, in the variables' dtype."""
-        return {key: np.array(ops.convert_to_numpy(var)) for key, var in self.canonical_variables().items()}
+        return named_numpy(self.canonical_variables())
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
